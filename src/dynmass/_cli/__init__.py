@@ -1,0 +1,1 @@
+"""Subcommands of the ``dynmass`` CLI, one module each (see :mod:`dynmass.cli`)."""
