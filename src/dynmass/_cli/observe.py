@@ -1,0 +1,87 @@
+"""``dynmass observe``: mock observations (cylinders with interlopers) of a universe file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``observe`` subcommand."""
+    from dynmass.observe import FLAT_BIN_DEX, FLAT_DENSITY, MAX_LOS, PRESETS
+
+    presets = ", ".join(f"{k}={a}/{v:g}" for k, (a, v) in PRESETS.items())
+    p = sub.add_parser(
+        "observe",
+        help="mock observations: every galaxy in a cylinder along each cluster's line of sight",
+        description="Cut cylinders (projected radius <= aperture, |v| <= vcut, Hubble flow plus "
+        "peculiar velocity, periodic box) around every host halo above --min-mass along its "
+        "lines of sight, members and interlopers alike (Ho et al. 2019). Presets "
+        f"(aperture Mpc/h / vcut km/s): {presets}.",
+    )
+    p.add_argument("universe", type=Path, help="catalog file (universe.h5)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="observations file to write")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="named aperture/vcut pair (default: paper = 1.6 Mpc/h, 2200 km/s)")
+    p.add_argument("--aperture", type=float, default=None,
+                   help="cylinder radius, projected comoving Mpc/h (overrides the preset)")
+    p.add_argument("--vcut", type=float, default=None,
+                   help="velocity cut |v| <= vcut, km/s (overrides the preset)")
+    p.add_argument("--min-mass", type=float, default=10**13.5,
+                   help="observe hosts with M200c >= this, Msun/h (default 10^13.5)")
+    p.add_argument("--min-members", type=int, default=10,
+                   help="drop views with fewer galaxies (default 10)")
+    los = p.add_mutually_exclusive_group()
+    los.add_argument("--n-los", type=int, default=None,
+                     help="lines of sight per host: x, y, z, then rotated Fibonacci (default 3)")
+    los.add_argument("--flat-mass-function", action="store_true",
+                     help="more views of massive hosts, crowded mass bins thinned: views near "
+                     "flat in log M (3 per host at least)")
+    p.add_argument("--flat-target", type=int, default=None,
+                   help="views per mass bin with --flat-mass-function (default: "
+                   f"{FLAT_DENSITY:.3g} (Mpc/h)^-3 dex^-1 x box volume x bin width)")
+    p.add_argument("--flat-bin-dex", type=float, default=FLAT_BIN_DEX,
+                   help=f"mass bin width for --flat-mass-function, dex (default {FLAT_BIN_DEX})")
+    p.add_argument("--max-los", type=int, default=MAX_LOS,
+                   help=f"most views per host with --flat-mass-function (default {MAX_LOS})")
+    p.add_argument("--sampling-rate", type=float, default=1.0,
+                   help="keep each galaxy with this probability (default 1)")
+    p.add_argument("--center", choices=("true", "members"), default="true",
+                   help="true halo centre, or an observer's estimate from the galaxies")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
+    dask = p.add_mutually_exclusive_group()
+    dask.add_argument("--workers", type=int, default=None,
+                      help="run on a local Dask cluster of N worker processes")
+    dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                      help="run on this Dask scheduler (e.g. tcp://host:8786)")
+    p.add_argument("--chunk-size", type=int, default=2000,
+                   help="views per chunk (results do not depend on it; default 2000)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Observe ``args.universe`` and write ``args.output``; print a short summary."""
+    from dynmass.observations import observation_attrs
+    from dynmass.observe import PRESETS, observe_file
+
+    aperture, vcut = PRESETS[args.preset]
+    path = observe_file(
+        args.universe, args.output,
+        aperture=aperture if args.aperture is None else args.aperture,
+        vcut=vcut if args.vcut is None else args.vcut,
+        min_mass=args.min_mass, min_members=args.min_members,
+        n_los=3 if args.n_los is None else args.n_los,
+        flat_mass_function=args.flat_mass_function, flat_target=args.flat_target,
+        flat_bin_dex=args.flat_bin_dex, max_los=args.max_los,
+        sampling_rate=args.sampling_rate, center=args.center, seed=args.seed,
+        workers=args.workers, dask_scheduler=args.dask_scheduler,
+        chunk_size=args.chunk_size, progress=args.progress,
+    )
+    s = observation_attrs(path)["settings"]
+    print(json.dumps({k: s[k] for k in ("aperture", "vcut", "n_hosts", "n_views_planned",
+                                        "n_views", "n_views_dropped", "los_half_depth")}))
+    print(f"{s['n_views']} views written to {path} ({s['n_views_dropped']} dropped with fewer "
+          f"than {s['min_members']} galaxies)")
+    return 0

@@ -1,0 +1,418 @@
+"""Private kernels of :mod:`dynmass.observe`: geometry, redshift-space velocities, chunk worker.
+
+Everything here is a pure function of its arguments so that a chunk of cluster views gives
+the same bytes whether it runs in this process or on a Dask worker, whatever the chunking:
+
+* the galaxies a view keeps are decided by an exact cut (``R <= aperture``,
+  ``|v| <= vcut``) on quantities computed from the catalog's global coordinates with one fixed
+  formula; the spatial trees only supply a superset of candidates;
+* galaxies inside a view are ordered by their catalog row;
+* random draws come from :class:`numpy.random.SeedSequence` keyed by
+  ``(seed, halo row, line-of-sight index, purpose)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.integrate import cumulative_trapezoid
+from scipy.spatial import cKDTree
+
+from dynmass.cosmology import C_KMS, to_astropy
+
+#: Purpose tags of the per-view random streams (last entry of the SeedSequence key).
+SEED_SAMPLING = 1
+SEED_DIRECTIONS = 2
+SEED_FLAT = 3
+
+#: Members-based centring: candidates within ``CENTER_PAD_R * aperture`` and
+#: ``CENTER_PAD_V * vcut`` of the true centre; the estimated centre may move at most
+#: ``CENTER_MAX_SHIFT`` aperture (projected) and ``CENTER_MAX_SHIFT`` vcut (velocity).
+CENTER_PAD_R = 1.5
+CENTER_PAD_V = 1.6
+CENTER_MAX_SHIFT = 0.5
+CENTER_MAX_ITER = 20
+
+
+def view_rng(seed: int, halo_row: int, los: int, purpose: int) -> np.random.Generator:
+    """Random generator of one view, keyed by ``(seed, halo_row, los, purpose)``."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(halo_row), int(los),
+                                                         int(purpose)]))
+
+
+# --------------------------------------------------------------------------------------------
+# cosmology: comoving line-of-sight offset <-> cosmological redshift
+# --------------------------------------------------------------------------------------------
+def redshift_table(cosmo: dict[str, Any], z: float, z_lo: float, z_hi: float,
+                   n: int = 20001) -> tuple[np.ndarray, np.ndarray]:
+    """Table of cosmological redshift against comoving line-of-sight offset from a cluster.
+
+    The comoving distance between redshifts ``z`` and ``z'`` is
+    ``chi(z') - chi(z) = (c / H0) * integral_z^z' dz'' / E(z'')`` (Hogg 1999,
+    arXiv:astro-ph/9905116, eq. 15); in Mpc/h, ``c / H0 = c / 100``.
+
+    Parameters
+    ----------
+    cosmo : dict
+        Cosmological parameters (``H0`` km/s/Mpc, ``Om0``, ...).
+    z : float
+        Redshift of the cluster (the snapshot).
+    z_lo, z_hi : float
+        The table covers at least the redshifts ``[z_lo, z_hi]`` (``z_lo > -1``).
+    n : int
+        Number of table points.
+
+    Returns
+    -------
+    d : numpy.ndarray
+        Comoving offsets from the cluster, Mpc/h, increasing (``d = 0`` at ``z``).
+    zz : numpy.ndarray
+        Cosmological redshift at each offset.
+    """
+    astro = to_astropy(cosmo)
+    margin = 0.05 * (z_hi - z_lo) + 1e-4
+    lo = max(min(z_lo, z) - margin, -0.9)
+    zz = np.linspace(lo, max(z_hi, z) + margin, n)
+    inv_e = 1.0 / np.asarray(astro.efunc(zz), dtype=float)
+    chi = cumulative_trapezoid(inv_e, zz, initial=0.0) * (C_KMS / 100.0)
+    return chi - np.interp(z, zz, chi), zz
+
+
+def los_redshift_bounds(vcut: float, u_gal_max: float, u_clu_max: float,
+                        z: float) -> tuple[float, float]:
+    """Range of cosmological redshift a galaxy with ``|v| <= vcut`` can have.
+
+    From ``1 + z_obs = (1 + z_cos)(1 + u/c)`` (Harrison 1974, ApJ 191, L51; Davis & Scrimgeour
+    2014, MNRAS 442, 1117) and ``v = c (z_obs - z_c) / (1 + z_c)``:
+    ``(1 + z_cos,g) = (1 + v/c)(1 + z)(1 + u_c/c) / (1 + u_g/c)``, bounded with ``|v| <= vcut``,
+    ``|u_g| <= u_gal_max``, ``|u_c| <= u_clu_max`` (all km/s).
+
+    Returns
+    -------
+    z_lo, z_hi : float
+    """
+    vc, ug, uc = vcut / C_KMS, u_gal_max / C_KMS, u_clu_max / C_KMS
+    if ug >= 1 or uc >= 1 or vc >= 1:
+        raise ValueError("velocities must be below the speed of light")
+    z_hi = (1 + vc) * (1 + z) * (1 + uc) / (1 - ug) - 1
+    z_lo = (1 - vc) * (1 + z) * (1 - uc) / (1 + ug) - 1
+    return z_lo, z_hi
+
+
+def los_half_depth(z_lo: float, z_hi: float, table: tuple[np.ndarray, np.ndarray]) -> float:
+    """Largest comoving line-of-sight offset [Mpc/h] between redshifts ``z_lo`` and ``z_hi``."""
+    d, zz = table
+    if z_lo < zz[0] or z_hi > zz[-1]:
+        raise ValueError("redshift table does not cover the requested range")
+    d_hi = float(np.interp(z_hi, zz, d))
+    d_lo = float(np.interp(z_lo, zz, d))
+    return max(abs(d_lo), abs(d_hi)) * (1 + 1e-6) + 1e-6
+
+
+def relative_velocity(d_par: np.ndarray, u_gal: np.ndarray, u_clu: np.ndarray, z: float,
+                      table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Rest-frame line-of-sight velocity of galaxies relative to their cluster, km/s.
+
+    The cosmological redshift of a galaxy at comoving offset ``d_par`` behind the cluster
+    (cluster at the snapshot redshift ``z``, as Ho et al. 2019 place every cluster) is read
+    from ``table``; the peculiar velocities combine multiplicatively,
+    ``1 + z_obs = (1 + z_cos)(1 + u/c)`` (Harrison 1974; Davis & Scrimgeour 2014), and the
+    velocity relative to the cluster is ``v = c (z_obs - z_c) / (1 + z_c)`` (Danese, de Zotti &
+    di Tullio 1980, A&A 82, 322). To first order ``v = u_g - u_c + H(z) d_par / (h (1 + z))``.
+
+    Parameters
+    ----------
+    d_par : numpy.ndarray
+        Comoving line-of-sight offsets from the cluster, Mpc/h (positive: farther away).
+    u_gal, u_clu : numpy.ndarray
+        Line-of-sight peculiar velocities of the galaxy and of its cluster, km/s.
+    z : float
+        Cluster (snapshot) redshift.
+    table : tuple
+        Output of :func:`redshift_table`.
+    """
+    d, zz = table
+    z_cos = np.interp(d_par, d, zz)
+    ratio = (1.0 + z_cos) * (1.0 + u_gal / C_KMS) / ((1.0 + z) * (1.0 + u_clu / C_KMS))
+    return C_KMS * (ratio - 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# lines of sight
+# --------------------------------------------------------------------------------------------
+def fibonacci_hemisphere(n: int) -> np.ndarray:
+    """``n`` near-uniform unit vectors on the upper hemisphere (a Fibonacci lattice).
+
+    Point ``k`` has ``cos(theta) = 1 - (k + 1/2)/n`` and azimuth ``k`` times the golden angle
+    (Gonzalez 2010, Math. Geosci. 42, 49). A hemisphere, because ``n`` and ``-n`` give the same
+    view mirrored in ``v``.
+    """
+    k = np.arange(n, dtype=float)
+    cos_t = 1.0 - (k + 0.5) / n
+    sin_t = np.sqrt(np.maximum(0.0, 1.0 - cos_t**2))
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    return np.column_stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t])
+
+
+def host_directions(n_los: int, seed: int, halo_row: int) -> np.ndarray:
+    """Lines of sight of one host: the x, y, z axes first, then rotated Fibonacci directions.
+
+    Views ``0, 1, 2`` look along x, y, z. Views ``3 .. n_los-1`` look along a Fibonacci
+    hemisphere of ``n_los - 3`` points turned by a random rotation drawn from the host's own
+    stream (so hosts do not share directions and none coincides with an axis).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_los, 3)`` unit vectors.
+    """
+    axes = np.eye(3)[: min(n_los, 3)]
+    if n_los <= 3:
+        return axes
+    from scipy.spatial.transform import Rotation
+
+    rng = view_rng(seed, halo_row, 0, SEED_DIRECTIONS)
+    extra = Rotation.random(random_state=rng).apply(fibonacci_hemisphere(n_los - 3))
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    return np.vstack([axes, extra])
+
+
+def perpendicular_basis(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit vectors ``(e1, e2)`` perpendicular to each row of ``n`` (shape (k, 3)).
+
+    For an axis-aligned ``n`` the basis is the other two axes in cyclic order.
+    """
+    n = np.atleast_2d(n)
+    helper = np.zeros_like(n)
+    idx = np.argmin(np.abs(n), axis=1)
+    helper[np.arange(len(n)), idx] = 1.0
+    e1 = helper - np.sum(helper * n, axis=1, keepdims=True) * n
+    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
+    e2 = np.cross(n, e1)
+    return e1, e2
+
+
+# --------------------------------------------------------------------------------------------
+# candidate search
+# --------------------------------------------------------------------------------------------
+def _flatten(lists: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, item) pairs of a sequence of index lists."""
+    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    total = int(lens.sum())
+    if total == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    items = np.fromiter((i for x in lists for i in x), dtype=np.int64, count=total)
+    return np.repeat(np.arange(len(lists), dtype=np.int64), lens), items
+
+
+def candidate_pairs(gal_pos: np.ndarray, cen_pos: np.ndarray, los: np.ndarray, axis: np.ndarray,
+                    box: float, radius: float, half_depth: float) -> tuple[np.ndarray, np.ndarray]:
+    """(view, galaxy) pairs that may lie in each view's cylinder; a superset, deduplicated.
+
+    Axis-aligned views query a 2D periodic tree of the galaxies projected on the sky plane
+    (a disc of ``radius``, the full column); other views query a 3D periodic tree with a chain
+    of balls of radius ``sqrt(2) radius`` spaced ``2 radius`` along the segment
+    ``[-half_depth, half_depth]``, which covers the cylinder.
+
+    Parameters
+    ----------
+    gal_pos : numpy.ndarray
+        (m, 3) galaxy positions in [0, box), comoving Mpc/h.
+    cen_pos : numpy.ndarray
+        (k, 3) view centres in [0, box), comoving Mpc/h.
+    los : numpy.ndarray
+        (k, 3) unit lines of sight.
+    axis : numpy.ndarray
+        (k,) 0/1/2 for axis-aligned views, -1 otherwise.
+    box : float
+        Periodic box side, comoving Mpc/h.
+    radius : float
+        Cylinder radius, comoving Mpc/h.
+    half_depth : float
+        Cylinder half length, comoving Mpc/h.
+
+    Returns
+    -------
+    view, gal : numpy.ndarray
+        Local view and galaxy indices, sorted by (view, gal).
+    """
+    views, gals = [], []
+    r_q = radius * (1 + 1e-9) + 1e-12
+    if len(gal_pos) == 0 or len(cen_pos) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for a in (0, 1, 2):
+        sel = np.flatnonzero(axis == a)
+        if sel.size == 0:
+            continue
+        other = [i for i in (0, 1, 2) if i != a]
+        tree = cKDTree(gal_pos[:, other], boxsize=box)
+        owner, item = _flatten(tree.query_ball_point(cen_pos[sel][:, other], r_q))
+        views.append(sel[owner])
+        gals.append(item)
+    sel = np.flatnonzero(axis < 0)
+    if sel.size:
+        tree = cKDTree(gal_pos, boxsize=box)
+        n_balls = int(np.ceil(2 * half_depth / (2 * radius))) + 1
+        t = np.linspace(-half_depth, half_depth, n_balls)
+        pts = cen_pos[sel][:, None, :] + t[None, :, None] * los[sel][:, None, :]
+        pts = np.mod(pts.reshape(-1, 3), box)
+        pts[pts >= box] = 0.0
+        owner, item = _flatten(tree.query_ball_point(pts, np.sqrt(2.0) * r_q))
+        views.append(sel[owner // n_balls])
+        gals.append(item)
+    view = np.concatenate(views)
+    gal = np.concatenate(gals)
+    key = np.unique(view * np.int64(len(gal_pos)) + gal)
+    return key // len(gal_pos), key % len(gal_pos)
+
+
+# --------------------------------------------------------------------------------------------
+# the chunk worker
+# --------------------------------------------------------------------------------------------
+def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
+    """Cut the cylinders of one chunk of views. Pure: same task -> same bytes.
+
+    Parameters
+    ----------
+    task : dict
+        ``gal_pos`` (m, 3), ``gal_vel`` (m, 3), ``gal_host`` (m,), ``gal_index`` (m,) for the
+        galaxies of the chunk's region (a superset of every galaxy its cylinders can hold);
+        ``view_id``, ``cen_pos`` (k, 3), ``cen_vel`` (k, 3), ``los`` (k, 3), ``axis``,
+        ``halo_id``, ``halo_row``, ``los_index`` for its views; and the settings ``box``,
+        ``aperture``, ``vcut``, ``redshift``, ``half_depth``, ``table``, ``sampling_rate``,
+        ``seed``, ``center``.
+
+    Returns
+    -------
+    dict
+        ``view_id`` (k,), ``counts`` (k,), ``R``, ``v``, ``is_member``, ``galaxy_index``
+        (concatenated in view order), ``center_dR`` and ``center_dv`` (k,).
+    """
+    box = float(task["box"])
+    ap = float(task["aperture"])
+    vcut = float(task["vcut"])
+    members = task["center"] == "members"
+    r_cand = ap * CENTER_PAD_R if members else ap
+    v_cand = vcut * CENTER_PAD_V if members else vcut
+    cen_pos, cen_vel, los = task["cen_pos"], task["cen_vel"], task["los"]
+    gal_pos, gal_vel = task["gal_pos"], task["gal_vel"]
+    k = len(task["view_id"])
+
+    vi, gi = candidate_pairs(gal_pos, cen_pos, los, task["axis"], box, r_cand,
+                             float(task["half_depth"]))
+    # exact geometry from global coordinates (minimum periodic image)
+    d = gal_pos[gi] - cen_pos[vi]
+    d -= box * np.round(d / box)
+    n = los[vi]
+    d_par = np.sum(d * n, axis=1)
+    perp = d - d_par[:, None] * n
+    R = np.sqrt(np.sum(perp * perp, axis=1))
+    keep = (R <= r_cand) & (np.abs(d_par) <= task["half_depth"])
+    vi, gi, d_par, perp, R, n = vi[keep], gi[keep], d_par[keep], perp[keep], R[keep], n[keep]
+    u_g = np.sum(gal_vel[gi] * n, axis=1)
+    u_c = np.sum(cen_vel[vi] * n, axis=1)
+    v = relative_velocity(d_par, u_g, u_c, float(task["redshift"]), task["table"])
+    keep = np.abs(v) <= v_cand
+    vi, gi, perp, R, v = vi[keep], gi[keep], perp[keep], R[keep], v[keep]
+
+    # order inside each view by catalog row (chunking-independent)
+    gidx = task["gal_index"][gi]
+    order = np.lexsort((gidx, vi))
+    vi, gi, perp, R, v, gidx = vi[order], gi[order], perp[order], R[order], v[order], gidx[order]
+    is_mem = task["gal_host"][gi] == task["halo_id"][vi]
+    counts = np.bincount(vi, minlength=k)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+
+    rate = float(task["sampling_rate"])
+    need_loop = members or rate < 1.0
+    center_dR = np.zeros(k)
+    center_dv = np.zeros(k)
+    if not need_loop:
+        return {"view_id": task["view_id"], "counts": counts, "R": R, "v": v,
+                "is_member": is_mem, "galaxy_index": gidx,
+                "center_dR": center_dR, "center_dv": center_dv}
+
+    e1, e2 = perpendicular_basis(los) if members else (None, None)
+    out_sel, out_R, out_v = [], [], []
+    out_counts = np.zeros(k, dtype=np.int64)
+    for j in range(k):
+        idx = np.arange(starts[j], starts[j + 1])
+        if rate < 1.0:
+            rng = view_rng(task["seed"], task["halo_row"][j], task["los_index"][j], SEED_SAMPLING)
+            idx = idx[rng.random(idx.size) < rate]
+        if members:
+            p = np.column_stack([perp[idx] @ e1[j], perp[idx] @ e2[j]])
+            sel, Rj, vj, dR, dv = _center_on_members(p, v[idx], ap, vcut)
+            idx, center_dR[j], center_dv[j] = idx[sel], dR, dv
+            out_R.append(Rj[sel])
+            out_v.append(vj[sel])
+        else:
+            out_R.append(R[idx])
+            out_v.append(v[idx])
+        out_sel.append(idx)
+        out_counts[j] = idx.size
+    sel_all = np.concatenate(out_sel) if out_sel else np.zeros(0, np.int64)
+    return {"view_id": task["view_id"], "counts": out_counts,
+            "R": np.concatenate(out_R) if out_R else np.zeros(0),
+            "v": np.concatenate(out_v) if out_v else np.zeros(0),
+            "is_member": is_mem[sel_all], "galaxy_index": gidx[sel_all],
+            "center_dR": center_dR, "center_dv": center_dv}
+
+
+def _center_on_members(p: np.ndarray, v: np.ndarray, aperture: float,
+                       vcut: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Re-centre a view on its galaxies, as an observer without the true halo centre would.
+
+    Iterates: the projected centre is the component-wise median of the sky positions of the
+    galaxies in the current cylinder, the velocity centre their biweight location (Beers,
+    Flynn & Gebhardt 1990, AJ 100, 32; astropy.stats), then the cylinder is recut, until the
+    centre moves less than 1e-4 aperture and 0.1 km/s (at most 20 times). The centre may move at
+    most half an aperture and half of vcut from the true one (it stays on this cluster).
+    Velocities relative to a new centre offset by ``dv`` are ``(v - dv) / (1 + dv/c)`` (exact for
+    ``v = c dz / (1 + z_c)``).
+
+    Parameters
+    ----------
+    p : numpy.ndarray
+        (m, 2) sky-plane offsets from the true centre, comoving Mpc/h.
+    v : numpy.ndarray
+        (m,) velocities relative to the true centre, km/s.
+    aperture, vcut : float
+        Cylinder radius (Mpc/h) and velocity cut (km/s).
+
+    Returns
+    -------
+    sel, R, v_new : numpy.ndarray
+        Mask of the galaxies in the final cylinder, their radii and velocities about the new
+        centre (full length m; use with ``sel``).
+    dR, dv : float
+        Offset of the estimated centre from the true one: projected (Mpc/h), velocity (km/s).
+    """
+    from astropy.stats import biweight_location
+
+    shift = np.zeros(2)
+    dv = 0.0
+
+    def cut(shift: np.ndarray, dv: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = p - shift
+        r = np.sqrt(np.sum(q * q, axis=1))
+        vv = (v - dv) / (1.0 + dv / C_KMS)
+        return (r <= aperture) & (np.abs(vv) <= vcut), r, vv
+
+    sel, r, vv = cut(shift, dv)
+    for _ in range(CENTER_MAX_ITER):
+        if sel.sum() < 3:
+            break
+        new_shift = np.median(p[sel], axis=0)
+        norm = float(np.hypot(*new_shift))
+        if norm > CENTER_MAX_SHIFT * aperture:
+            new_shift *= CENTER_MAX_SHIFT * aperture / norm
+        new_dv = float(biweight_location(v[sel]))
+        new_dv = float(np.clip(new_dv, -CENTER_MAX_SHIFT * vcut, CENTER_MAX_SHIFT * vcut))
+        moved = np.hypot(*(new_shift - shift)) > 1e-4 * aperture or abs(new_dv - dv) > 0.1
+        shift, dv = new_shift, new_dv
+        sel, r, vv = cut(shift, dv)
+        if not moved:
+            break
+    return sel, r, vv, float(np.hypot(*shift)), dv

@@ -1,0 +1,718 @@
+"""CNN1D and CNN2D of Ho et al. 2019 (ApJ 887, 25; arXiv:1902.05950), in PyTorch.
+
+Both networks read a kernel density estimate (KDE) of a cluster view's galaxies
+(:func:`dynmass.features.kde1d`, :func:`dynmass.features.kde2d`) and regress
+``log10 M200c`` [Msun/h], scaled to [0, 1] with the training set's minimum and maximum.
+
+Architecture (Ho et al. 2019, section 3 and their public example code):
+
+- **CNN1D**: KDE of ``v`` on ``n_bins`` bins over [-vcut, vcut] km/s ->
+  Conv1d(1 -> 10, width 5) ReLU -> Conv1d(10 -> 5, width 3) ReLU -> MaxPool1d(2) ->
+  Dropout(0.25) -> Flatten -> Dense 128 ReLU -> Dense 64 ReLU -> Dense 1.
+- **CNN2D**: KDE of ``(R, v)`` on ``n_bins x n_bins`` bins; the R bins (over [0, aperture]
+  comoving Mpc/h) are the input channels and the convolutions run along ``v``:
+  Conv1d(n_bins -> 24, width 5) ReLU -> Conv1d(24 -> 10, width 3) ReLU -> MaxPool1d(4) ->
+  Dropout(0.25) -> Flatten -> Dense 128 ReLU -> Dense 64 ReLU -> Dense 1.
+
+Training follows the paper: mean squared error, Adam (learning rate 1e-3), batches of 50, up
+to 20 epochs, the training set doubled by mirroring ``v -> -v``. In addition (the paper trained
+a fixed 20 epochs) a validation split of the training *halos* (all views of a halo on the same
+side) stops training early when the validation loss has not improved for ``patience`` epochs,
+and the weights of the best validation epoch are kept.
+
+Extras for scale: ``device`` (``auto``/``cpu``/``cuda``/``mps``), mixed precision on CUDA
+(``amp``: ``auto`` = bf16 where supported, else fp16 with a gradient scaler), PyTorch
+DistributedDataParallel when a process group is initialised (``torchrun``; see
+:mod:`dynmass.train`), and per-epoch checkpoints so an interrupted fit resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from dynmass._io import atomic_path
+from dynmass.errors import InputError
+from dynmass.models.base import Estimator
+from dynmass.observations import Observations
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CNN1D", "CNN2D", "TorchEstimator", "resolve_device", "build_network"]
+
+#: Settings that only say *where* or *how fast* to compute, not *what*; they may differ between
+#: an interrupted run and its resumption.
+RUNTIME_SETTINGS: tuple[str, ...] = ("device", "num_threads", "predict_batch_size")
+
+_CNN_DEFAULTS: dict[str, Any] = {
+    "epochs": 20,  # Ho et al. 2019
+    "batch_size": 50,  # Ho et al. 2019
+    "lr": 1e-3,  # Adam learning rate, Ho et al. 2019
+    "dropout": 0.25,  # Ho et al. 2019
+    "val_fraction": 0.1,  # fraction of training halos held out for early stopping
+    "patience": 8,  # epochs without validation improvement before stopping (0: never stop)
+    "n_bins": 48,  # KDE bins per axis, Ho et al. 2019
+    "bandwidth": 0.25,  # scipy gaussian_kde bandwidth factor, Ho et al. 2019
+    "flip_v": True,  # double the training set by mirroring v -> -v, Ho et al. 2019
+    "device": "auto",  # auto | cpu | cuda | mps
+    "amp": "auto",  # auto | off | bf16 | fp16 (only used on CUDA)
+    "num_threads": None,  # torch CPU threads during fit/predict (None: leave torch's choice)
+    "predict_batch_size": 8192,  # views per forward pass at prediction time
+}
+
+
+# ----------------------------------------------------------------------------- networks
+
+
+def build_network(kind: str, n_bins: int = 48, dropout: float = 0.25) -> nn.Sequential:
+    """The CNN1D or CNN2D network of Ho et al. 2019.
+
+    Parameters
+    ----------
+    kind : {"cnn1d", "cnn2d"}
+        Which network.
+    n_bins : int
+        KDE bins per axis (48 in the paper). CNN1D input: ``(batch, 1, n_bins)``; CNN2D input:
+        ``(batch, n_bins [R channels], n_bins [v])``.
+    dropout : float
+        Dropout probability after the pooling layer.
+
+    Returns
+    -------
+    torch.nn.Sequential
+        Maps a batch of KDE images to one number per view (the scaled log mass).
+    """
+    if kind == "cnn1d":
+        convs = [nn.Conv1d(1, 10, 5), nn.ReLU(), nn.Conv1d(10, 5, 3), nn.ReLU(), nn.MaxPool1d(2)]
+        pool, out_ch = 2, 5
+    elif kind == "cnn2d":
+        convs = [nn.Conv1d(n_bins, 24, 5), nn.ReLU(), nn.Conv1d(24, 10, 3), nn.ReLU(),
+                 nn.MaxPool1d(4)]
+        pool, out_ch = 4, 10
+    else:
+        raise InputError(f"unknown network kind {kind!r}")
+    length = (n_bins - 4 - 2) // pool
+    if length < 1:
+        raise InputError(f"n_bins={n_bins} is too small for {kind} (need >= {6 + pool})")
+    net = nn.Sequential(
+        *convs,
+        nn.Dropout(dropout),
+        nn.Flatten(),
+        nn.Linear(out_ch * length, 128), nn.ReLU(),
+        nn.Linear(128, 64), nn.ReLU(),
+        nn.Linear(64, 1),
+    )
+    # Keras' defaults, as in the paper's code: Glorot-uniform weights, zero biases. (PyTorch's
+    # default init gives biases as large as the signal of a sum-1 48x48 KDE, and CNN2D then
+    # stalls at a constant prediction for many epochs.)
+    for layer in net:
+        if isinstance(layer, (nn.Conv1d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return net
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def _dist() -> tuple[bool, int, int]:
+    """(distributed?, rank, world size) of the current torch.distributed process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return True, dist.get_rank(), dist.get_world_size()
+    return False, 0, 1
+
+
+def resolve_device(name: str = "auto", strict: bool = True) -> torch.device:
+    """The torch device for a ``device`` setting.
+
+    Parameters
+    ----------
+    name : {"auto", "cpu", "cuda", "mps"}
+        ``auto`` picks CUDA, then Apple MPS, then the CPU. Under ``torchrun`` the CUDA device
+        is ``cuda:LOCAL_RANK``.
+    strict : bool
+        If true, asking for an unavailable device raises :class:`InputError`; otherwise the
+        CPU is used with a warning (e.g. predicting on a laptop with a model trained on GPU).
+    """
+    name = str(name).lower()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        return torch.device("mps") if mps_ok else torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name in ("cuda", "mps"):
+        ok = torch.cuda.is_available() if name == "cuda" else mps_ok
+        if ok:
+            if name == "cuda":
+                return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return torch.device("mps")
+        if strict:
+            raise InputError(f"device '{name}' was requested but is not available to torch "
+                             f"(torch {torch.__version__}); use --device cpu or auto",
+                             column="device")
+        log.warning("device '%s' is not available; using the CPU", name)
+        return torch.device("cpu")
+    raise InputError(f"device must be auto, cpu, cuda or mps, not {name!r}", column="device")
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for the ``amp`` setting on ``device`` (None: full float32)."""
+    amp = str(amp).lower()
+    if amp not in ("auto", "off", "bf16", "fp16"):
+        raise InputError(f"amp must be auto, off, bf16 or fp16, not {amp!r}", column="amp")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+@contextlib.contextmanager
+def _torch_runtime(num_threads: int | None, deterministic: bool = True) -> Iterator[None]:
+    """Set torch threads and deterministic algorithms for a block, restoring them after."""
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    old_bench = torch.backends.cudnn.benchmark
+    try:
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        yield
+    finally:
+        if num_threads:
+            torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        torch.backends.cudnn.benchmark = old_bench
+
+
+# ----------------------------------------------------------------------------- estimator
+
+
+class TorchEstimator(Estimator):
+    """Shared training and prediction machinery of the KDE-input CNNs.
+
+    Subclasses set :attr:`name` (the network kind) and :meth:`compute_features`.
+
+    Parameters
+    ----------
+    epochs : int
+        Most training epochs (20 in the paper).
+    batch_size : int
+        Views per optimiser step (50 in the paper); under DDP the global batch, split over
+        the processes.
+    lr : float
+        Adam learning rate (1e-3 in the paper).
+    dropout : float
+        Dropout probability (0.25 in the paper).
+    val_fraction : float
+        Fraction of the training halos (all their views) held out for early stopping; 0 trains
+        the full ``epochs`` on everything and keeps the last weights.
+    patience : int
+        Stop after this many epochs without a lower validation loss (0: never stop early).
+    n_bins : int
+        KDE bins per axis (48 in the paper).
+    bandwidth : float
+        KDE bandwidth factor (scipy ``gaussian_kde``'s ``bw_method``; 0.25 in the paper).
+    flip_v : bool
+        Double the training set by mirroring ``v`` (paper: yes).
+    device : {"auto", "cpu", "cuda", "mps"}
+        Where to train and predict.
+    amp : {"auto", "off", "bf16", "fp16"}
+        Mixed precision on CUDA (ignored elsewhere).
+    num_threads : int or None
+        torch CPU threads while fitting and predicting.
+    predict_batch_size : int
+        Views per forward pass when predicting.
+    """
+
+    defaults: ClassVar[dict[str, Any]] = dict(_CNN_DEFAULTS)
+    #: Hooks understood by :meth:`fit` (``checkpoint``, ``progress``, ``epoch_callback``,
+    #: ``features``); :mod:`dynmass.train` uses them when this is true.
+    supports_checkpoint: ClassVar[bool] = True
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self._net: nn.Sequential | None = None
+        self._y_range: np.ndarray | None = None  # (min, max) of training log10 M200c
+
+    # -- inputs --------------------------------------------------------------------------
+
+    #: Feature kind of :func:`dynmass.features.cached_features` ("1d" or "2d").
+    feature_kind: ClassVar[str] = ""
+
+    def compute_features(self, obs: Observations, cache_dir: str | os.PathLike | None = None,
+                         key: str = "") -> np.ndarray:
+        """KDE input images of every view of ``obs`` (float32).
+
+        Parameters
+        ----------
+        obs : Observations
+            Views.
+        cache_dir : path, optional
+            Disk cache folder (see :func:`dynmass.features.cached_features`); None: no cache.
+        key : str
+            Identity of the data for the cache (e.g. the observations file's sha256).
+
+        Returns
+        -------
+        numpy.ndarray
+            CNN1D: :func:`dynmass.features.kde1d` ``(n_views, n_bins)``; CNN2D:
+            :func:`dynmass.features.kde2d` ``(n_views, n_bins [R], n_bins [v])``.
+        """
+        from dynmass.features import cached_features
+
+        return cached_features(obs, self.feature_kind, n_bins=int(self.settings["n_bins"]),
+                               bandwidth=float(self.settings["bandwidth"]),
+                               cache_dir=cache_dir, key=key)
+
+    def _as_input(self, X: np.ndarray) -> np.ndarray:
+        """``(n, channels, length)`` float32 array the network reads."""
+        X = np.asarray(X, dtype=np.float32)
+        n_bins = int(self.settings["n_bins"])
+        if self.name == "cnn1d":
+            if X.ndim != 2 or X.shape[1] != n_bins:
+                raise InputError(f"cnn1d expects features of shape (n_views, {n_bins}), "
+                                 f"got {X.shape}")
+            return X[:, None, :]
+        if X.ndim != 3 or X.shape[1:] != (n_bins, n_bins):
+            raise InputError(f"cnn2d expects features of shape (n_views, {n_bins}, {n_bins}), "
+                             f"got {X.shape}")
+        return X
+
+    def _features(self, obs: Observations, features: np.ndarray | None) -> np.ndarray:
+        X = self.compute_features(obs) if features is None else np.asarray(features)
+        if len(X) != obs.n_views:
+            raise InputError(f"{len(X)} feature rows for {obs.n_views} views")
+        return X
+
+    # -- fit -----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        obs: Observations,
+        *,
+        seed: int = 0,
+        features: np.ndarray | None = None,
+        progress: bool = False,
+        checkpoint: str | os.PathLike | None = None,
+        epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+        **kwargs: Any,
+    ) -> TorchEstimator:
+        """Train on every view of ``obs`` (log10 M200c labels from ``clusters/m200c``).
+
+        Parameters
+        ----------
+        obs : Observations
+            Training views; ``m200c`` [Msun/h] must be finite and positive.
+        seed : int
+            Seed of the weight initialisation, validation split, shuffling and dropout.
+        features : numpy.ndarray, optional
+            Precomputed :meth:`compute_features` output for ``obs`` (saves recomputing).
+        progress : bool
+            Show a tqdm bar with the loss per epoch (rank 0 only).
+        checkpoint : path, optional
+            File for a per-epoch checkpoint (written atomically with ``torch.save``). If it
+            exists and matches this fit, training resumes from it exactly; the caller deletes
+            it when the fit is saved.
+        epoch_callback : callable, optional
+            ``f(epoch, record)`` after every epoch (``record``: train_loss, val_loss).
+
+        Returns
+        -------
+        TorchEstimator
+            ``self``, fitted.
+        """
+        if kwargs:
+            raise InputError(f"unknown fit options for model '{self.name}': {sorted(kwargs)}")
+        self.remember_obs_settings(obs)
+        y = obs.log10_m200c()
+        bad = ~np.isfinite(y)
+        if bad.any():
+            raise InputError(f"{int(bad.sum())} views without a finite positive mass; "
+                             "cannot train on them", column="clusters/m200c")
+        X = self._as_input(self._features(obs, features))
+        s = self.settings
+        device = resolve_device(s["device"], strict=True)
+        amp = _amp_dtype(s["amp"], device)
+        train_idx, val_idx = split_by_halo(obs.clusters["halo_id"], float(s["val_fraction"]), seed)
+        y_min, y_max = float(y.min()), float(y.max())
+        if not y_max > y_min:
+            y_max = y_min + 1.0
+        self._y_range = np.array([y_min, y_max])
+        t = ((y - y_min) / (y_max - y_min)).astype(np.float32)
+        Xtr, ttr = X[train_idx], t[train_idx]
+        if s["flip_v"]:
+            Xtr = np.concatenate([Xtr, Xtr[..., ::-1]])
+            ttr = np.concatenate([ttr, ttr])
+        fingerprint = _fingerprint(self.name, s, seed, y, obs.clusters["halo_id"], X.shape)
+        t0 = time.perf_counter()
+        with _torch_runtime(s["num_threads"]):
+            cuda_devices = [device.index or 0] if device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda_devices):
+                history = self._train_loop(
+                    Xtr, ttr, X[val_idx], t[val_idx], device, amp, seed, progress,
+                    None if checkpoint is None else Path(checkpoint), fingerprint,
+                    epoch_callback,
+                )
+        self.extra.update({
+            "history": history,
+            "best_epoch": _best_epoch(history),
+            "n_train_views": int(len(train_idx)),
+            "n_val_views": int(len(val_idx)),
+            "n_train_halos": int(len(np.unique(obs.clusters["halo_id"][train_idx]))),
+            "fit_seconds_this_session": time.perf_counter() - t0,
+            "resumed": bool(self.extra.get("resumed_seconds", 0.0) > 0),
+            "device": str(device),
+            "amp": None if amp is None else str(amp).replace("torch.", ""),
+            "world_size": _dist()[2],
+        })
+        return self
+
+    def _train_loop(
+        self, Xtr: np.ndarray, ttr: np.ndarray, Xva: np.ndarray, tva: np.ndarray,
+        device: torch.device, amp: torch.dtype | None, seed: int, progress: bool,
+        ckpt: Path | None, fingerprint: str,
+        epoch_callback: Callable[[int, dict[str, float]], None] | None,
+    ) -> list[dict[str, float]]:
+        """The epoch loop (inside a forked torch RNG); returns the per-epoch history."""
+        import torch.distributed as dist
+
+        s = self.settings
+        is_dist, rank, world = _dist()
+        torch.manual_seed(seed)
+        net = build_network(self.name, int(s["n_bins"]), float(s["dropout"])).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=float(s["lr"]))
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        gen = torch.Generator().manual_seed(seed + 1)
+        # dropout masks differ between DDP ranks (as in any data-parallel run), same per seed
+        torch.manual_seed(seed + 2 + rank)
+        state: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad": 0, "history": [],
+                                 "best_state": None, "elapsed": 0.0}
+        t_start = time.perf_counter()
+        if ckpt is not None and ckpt.exists():
+            state = _load_checkpoint(ckpt, fingerprint, net, opt, scaler, gen, device, state)
+            if rank > 0:  # the checkpoint holds rank 0's dropout RNG
+                torch.manual_seed(seed + 2 + rank + 1000 * state["epoch"])
+        model: nn.Module = net
+        if is_dist:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(
+                net, device_ids=[device.index] if device.type == "cuda" else None)
+        big = Xtr.nbytes + Xva.nbytes > 4 * 1024**3
+        data_dev = torch.device("cpu") if big else device
+        Xtr_t = torch.from_numpy(np.ascontiguousarray(Xtr)).to(data_dev)
+        ttr_t = torch.from_numpy(ttr).to(data_dev)
+        Xva_t = torch.from_numpy(np.ascontiguousarray(Xva)).to(data_dev)
+        tva_t = torch.from_numpy(tva).to(data_dev)
+        n = len(Xtr_t)
+        batch = max(1, int(s["batch_size"]) // world)
+        sampler = None
+        if is_dist:
+            from torch.utils.data import DistributedSampler
+
+            sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                         seed=seed, drop_last=False)
+        epochs, patience = int(s["epochs"]), int(s["patience"])
+        bar = None
+        if progress and rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, initial=state["epoch"], desc=f"{self.name} epochs",
+                       unit="epoch", leave=False)
+        history = state["history"]
+        last = state["epoch"] if state.get("stopped") else epochs
+        try:
+            for epoch in range(state["epoch"], last):
+                if sampler is not None:
+                    sampler.set_epoch(epoch)
+                    order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+                else:
+                    order = torch.randperm(n, generator=gen)
+                t_epoch = time.perf_counter()
+                net.train()
+                sum_loss = torch.zeros((), dtype=torch.float64, device=device)
+                count = 0
+                for start in range(0, len(order), batch):
+                    idx = order[start:start + batch].to(data_dev)
+                    xb = Xtr_t[idx].to(device, non_blocking=True)
+                    yb = ttr_t[idx].to(device, non_blocking=True)
+                    with torch.autocast(device_type=device.type, dtype=amp or torch.float32,
+                                        enabled=amp is not None):
+                        out = model(xb).squeeze(1)
+                    loss = nn.functional.mse_loss(out.float(), yb)
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    sum_loss += loss.detach().double() * len(idx)
+                    count += len(idx)
+                tot = torch.stack([sum_loss, torch.tensor(float(count), dtype=torch.float64,
+                                                          device=device)])
+                if is_dist:
+                    dist.all_reduce(tot)
+                train_loss = float(tot[0] / tot[1])
+                val_loss = math.nan
+                if len(Xva_t):
+                    val_loss = self._loss(net, Xva_t, tva_t, device, amp)
+                    if is_dist:  # identical decisions on every rank
+                        v = torch.tensor([val_loss], dtype=torch.float64, device=device)
+                        dist.broadcast(v, 0)
+                        val_loss = float(v[0])
+                record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                          "seconds": time.perf_counter() - t_epoch}
+                history.append(record)
+                if len(Xva_t):
+                    if val_loss < state["best_val"]:
+                        state["best_val"] = val_loss
+                        state["bad"] = 0
+                        state["best_state"] = {k: v.detach().clone()
+                                               for k, v in net.state_dict().items()}
+                    else:
+                        state["bad"] += 1
+                stop = bool(len(Xva_t) and patience > 0 and state["bad"] >= patience)
+                state["epoch"] = epoch + 1
+                if ckpt is not None and rank == 0:
+                    _save_checkpoint(ckpt, fingerprint, net, opt, scaler, gen, state, stop,
+                                     state["elapsed"] + time.perf_counter() - t_start)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
+                if epoch_callback is not None:
+                    epoch_callback(epoch, record)
+                if stop:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if state["best_state"] is not None:
+            net.load_state_dict(state["best_state"])
+        net.eval()
+        self._net = net.to("cpu") if device.type != "cpu" else net
+        self.extra["resumed_seconds"] = float(state["elapsed"])
+        return history
+
+    @staticmethod
+    def _loss(net: nn.Module, X: torch.Tensor, t: torch.Tensor, device: torch.device,
+              amp: torch.dtype | None, chunk: int = 8192) -> float:
+        """Mean squared error of ``net`` on ``(X, t)`` in eval mode (no dropout)."""
+        net.eval()
+        total = 0.0
+        with torch.inference_mode():
+            for start in range(0, len(X), chunk):
+                xb = X[start:start + chunk].to(device)
+                with torch.autocast(device_type=device.type, dtype=amp or torch.float32,
+                                    enabled=amp is not None):
+                    out = net(xb).squeeze(1).float()
+                total += float(((out - t[start:start + chunk].to(device)) ** 2).sum())
+        net.train()
+        return total / len(X)
+
+    # -- predict -------------------------------------------------------------------------
+
+    def predict(self, obs: Observations, *, features: np.ndarray | None = None) -> np.ndarray:
+        """Predicted log10 M200c [Msun/h] of every view of ``obs``.
+
+        Parameters
+        ----------
+        obs : Observations
+            Views to predict; must have the training data's aperture and vcut.
+        features : numpy.ndarray, optional
+            Precomputed :meth:`compute_features` output for ``obs``.
+        """
+        self.check_obs(obs)
+        return self.predict_features(self._features(obs, features))
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        """Predicted log10 M200c [Msun/h] from KDE images (batched, inference mode).
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            :meth:`compute_features` output, one row (image) per view.
+        """
+        if self._net is None or self._y_range is None:
+            raise InputError(f"model '{self.name}' is not fitted")
+        X = self._as_input(X)
+        s = self.settings
+        device = resolve_device(s["device"], strict=False)
+        amp = _amp_dtype(s["amp"], device)
+        net = self._net.to(device).eval()
+        chunk = max(1, int(s["predict_batch_size"]))
+        out = np.empty(len(X), dtype=np.float64)
+        with _torch_runtime(s["num_threads"], deterministic=False), torch.inference_mode():
+            for start in range(0, len(X), chunk):
+                xb = torch.from_numpy(np.ascontiguousarray(X[start:start + chunk])).to(device)
+                with torch.autocast(device_type=device.type, dtype=amp or torch.float32,
+                                    enabled=amp is not None):
+                    pred = net(xb).squeeze(1)
+                out[start:start + len(xb)] = pred.float().cpu().numpy()
+        y_min, y_max = self._y_range
+        return y_min + out * (y_max - y_min)
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def get_arrays(self) -> dict[str, np.ndarray]:
+        """Network weights (``net.<state_dict key>``, float32) and the target range."""
+        if self._net is None or self._y_range is None:
+            raise InputError(f"model '{self.name}' is not fitted; nothing to save")
+        arrays = {f"net.{k}": v.detach().cpu().numpy()
+                  for k, v in self._net.state_dict().items()}
+        arrays["y_range"] = np.asarray(self._y_range, dtype=np.float64)
+        return arrays
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Rebuild the network from :meth:`get_arrays` output."""
+        net = build_network(self.name, int(self.settings["n_bins"]),
+                            float(self.settings["dropout"]))
+        state = {k[4:]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
+                 if k.startswith("net.")}
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise InputError(f"weights do not fit the {self.name} network: {exc}") from exc
+        net.eval()
+        self._net = net
+        self._y_range = np.asarray(arrays["y_range"], dtype=np.float64)
+
+
+class CNN1D(TorchEstimator):
+    """1D CNN on the KDE of line-of-sight velocities (Ho et al. 2019); see module docs."""
+
+    name: ClassVar[str] = "cnn1d"
+    feature_kind: ClassVar[str] = "1d"
+
+
+class CNN2D(TorchEstimator):
+    """CNN on the KDE of projected radius [Mpc/h] and velocity [km/s] (Ho et al. 2019), R bins
+    as channels and convolutions along v; see module docs."""
+
+    name: ClassVar[str] = "cnn2d"
+    feature_kind: ClassVar[str] = "2d"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def split_by_halo(halo_id: np.ndarray, val_fraction: float, seed: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Split view indices into training and validation sets by halo.
+
+    Parameters
+    ----------
+    halo_id : numpy.ndarray
+        Host halo of every view; all views of a halo land on the same side.
+    val_fraction : float
+        Fraction of the halos in the validation set (at least one halo when positive and
+        there are two or more halos).
+    seed : int
+        Seed of the random choice of validation halos.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Sorted view indices of the training and the validation set.
+    """
+    if not 0 <= val_fraction < 1:
+        raise InputError(f"val_fraction must be in [0, 1), not {val_fraction}",
+                         column="val_fraction")
+    halos = np.unique(halo_id)
+    n_val = int(round(val_fraction * len(halos)))
+    if val_fraction > 0 and n_val == 0 and len(halos) >= 2:
+        n_val = 1
+    rng = np.random.default_rng([seed, 7919])
+    val_halos = rng.choice(halos, size=n_val, replace=False) if n_val else halos[:0]
+    is_val = np.isin(halo_id, val_halos)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _best_epoch(history: list[dict[str, float]]) -> int | None:
+    vals = [h["val_loss"] for h in history]
+    if not vals or not np.all(np.isfinite(vals)):
+        return None if not vals else int(history[-1]["epoch"])
+    return int(history[int(np.argmin(vals))]["epoch"])
+
+
+def _fingerprint(name: str, settings: dict[str, Any], seed: int, y: np.ndarray,
+                 halo_id: np.ndarray, shape: tuple[int, ...]) -> str:
+    """Identity of a fit (model, settings, seed, data labels) for checkpoint matching."""
+    h = hashlib.sha256()
+    keep = {k: v for k, v in settings.items() if k not in RUNTIME_SETTINGS}
+    h.update(repr((name, sorted(keep.items()), int(seed), tuple(shape))).encode())
+    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(halo_id).astype(np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _save_checkpoint(path: Path, fingerprint: str, net: nn.Module, opt: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler, gen: torch.Generator,
+                     state: dict[str, Any], stopped: bool, elapsed: float) -> None:
+    """Write the training state after an epoch atomically (transient file)."""
+    payload = {
+        "fingerprint": fingerprint,
+        "net": net.state_dict(),
+        "opt": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "gen": gen.get_state(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "epoch": state["epoch"],
+        "best_val": state["best_val"],
+        "bad": state["bad"],
+        "history": state["history"],
+        "best_state": state["best_state"],
+        "stopped": stopped,
+        "elapsed": float(elapsed),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path: Path, fingerprint: str, net: nn.Module, opt: torch.optim.Optimizer,
+                     scaler: torch.amp.GradScaler, gen: torch.Generator, device: torch.device,
+                     state: dict[str, Any]) -> dict[str, Any]:
+    """Restore the training state from ``path`` if it belongs to this fit; else start over."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a broken transient file is just discarded
+        log.warning("ignoring unreadable checkpoint %s: %s", path, exc)
+        return state
+    if payload.get("fingerprint") != fingerprint:
+        log.warning("checkpoint %s belongs to another fit (settings or data differ); "
+                    "starting this fit from scratch", path)
+        return state
+    net.load_state_dict(payload["net"])
+    opt.load_state_dict(payload["opt"])
+    scaler.load_state_dict(payload["scaler"])
+    gen.set_state(payload["gen"].cpu())
+    torch.set_rng_state(payload["rng"].cpu())
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+    log.info("resuming from %s after epoch %d", path, payload["epoch"])
+    return {
+        "epoch": int(payload["epoch"]), "best_val": float(payload["best_val"]),
+        "bad": int(payload["bad"]), "history": list(payload["history"]),
+        "best_state": payload["best_state"], "stopped": bool(payload.get("stopped", False)),
+        "elapsed": float(payload.get("elapsed", 0.0)),
+    }

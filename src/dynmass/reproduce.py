@@ -1,0 +1,196 @@
+"""One-command reproduction of Ho et al. 2019's comparison on the embedded mock universe.
+
+``reproduce`` runs universe -> observe -> cross-validated training of msigma, sdm, cnn1d and
+cnn2d on the same folds -> evaluate (metrics, figures, sampling-rate test) and ends with the
+comparison table next to the paper's numbers. Every stage writes its file atomically and is
+skipped when its output already exists and is complete, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynmass._io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+#: Ho et al. 2019 (ApJ 887, 25), results on MDPL2 mocks for 10^14 <= M200c < 10^15 Msun/h:
+#: median eps, 16-84 width, standard deviation (dex), and the 16-84 width of the prediction
+#: shift when galaxies are dropped (sampling rates 0.6-0.8). From ../shared/DESIGN.md section 1.
+PAPER: dict[str, dict[str, float]] = {
+    "msigma": {"median": -0.085, "width_16_84": 0.691, "std": 0.372, "sampling_width": 0.269},
+    "sdm": {"median": -0.060, "width_16_84": 0.273, "std": 0.151, "sampling_width": 0.174},
+    "cnn1d": {"median": 0.011, "width_16_84": 0.332, "std": 0.172, "sampling_width": 0.113},
+    "cnn2d": {"median": -0.024, "width_16_84": 0.243, "std": 0.131, "sampling_width": 0.082},
+}
+
+
+@dataclass
+class ReproduceSettings:
+    """Settings of a reproduction run.
+
+    Parameters
+    ----------
+    quick : bool
+        Smaller universe, fewer folds and lines of sight: the ``make demo`` form.
+    seed : int
+        Master seed; every stage derives its seed from it.
+    box_size : float or None
+        Box side, comoving Mpc/h (None: the universe stage's default).
+    folds : int
+        Number of cross-validation folds (split by halo).
+    models : tuple of str
+        Models to train, in order.
+    device : str
+        Torch device for the CNNs ('auto', 'cpu', 'cuda', 'mps').
+    observe : dict
+        Extra settings of the observe stage.
+    model_settings : dict
+        Extra settings per model name.
+    sampling_rates : tuple of float
+        Rates of the sampling-rate test.
+    sampling_max_views : int
+        Test views used in the sampling-rate test (seeded subset).
+    """
+
+    quick: bool = False
+    seed: int = 0
+    box_size: float | None = None
+    folds: int = 10
+    models: tuple[str, ...] = ("msigma", "sdm", "cnn1d", "cnn2d")
+    device: str = "auto"
+    observe: dict[str, Any] = field(default_factory=dict)
+    model_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sampling_rates: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+    sampling_max_views: int = 3000
+
+    @classmethod
+    def preset(cls, quick: bool, **overrides: Any) -> ReproduceSettings:
+        """The quick (demo) or full preset, with ``overrides`` applied."""
+        if quick:
+            base = cls(quick=True, folds=5, sampling_max_views=1500,
+                       observe={"flat_mass_function": True},
+                       model_settings={"sdm": {"max_train_views": 1500}})
+        else:
+            base = cls(quick=False, folds=10, observe={"flat_mass_function": True})
+        for key, val in overrides.items():
+            if val is not None:
+                setattr(base, key, val)
+        return base
+
+
+def reproduce(out_dir: str | Path, settings: ReproduceSettings) -> dict[str, Any]:
+    """Run the whole method end to end into ``out_dir``; return the comparison.
+
+    Parameters
+    ----------
+    out_dir : str or pathlib.Path
+        Folder for ``universe.h5``, ``observations.h5``, ``runs/<model>/``, ``report/``.
+    settings : ReproduceSettings
+        What to run.
+
+    Returns
+    -------
+    dict
+        ``{"metrics": ..., "comparison": ..., "timing": ...}``.
+    """
+    from dynmass.evaluate import evaluate_runs
+    from dynmass.observe import observe_file
+    from dynmass.train import cross_validate
+    from dynmass.universe import build_universe_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "reproduce_settings.json", asdict(settings))
+    timing: dict[str, float] = {}
+
+    universe = out / "universe.h5"
+    t0 = time.perf_counter()
+    if not universe.exists():
+        kw = {} if settings.box_size is None else {"box_size": settings.box_size}
+        build_universe_file(universe, seed=settings.seed, **kw)
+    timing["universe_s"] = time.perf_counter() - t0
+
+    observations = out / "observations.h5"
+    t0 = time.perf_counter()
+    if not observations.exists():
+        observe_file(universe, observations, seed=settings.seed + 1, **settings.observe)
+    timing["observe_s"] = time.perf_counter() - t0
+
+    run_dirs = []
+    for name in settings.models:
+        t0 = time.perf_counter()
+        run_dir = out / "runs" / name
+        cross_validate(observations, name, run_dir, folds=settings.folds, seed=settings.seed + 2,
+                       model_settings=settings.model_settings.get(name), device=settings.device,
+                       resume=True, progress=True)
+        timing[f"train_{name}_s"] = time.perf_counter() - t0
+        run_dirs.append(run_dir)
+
+    t0 = time.perf_counter()
+    metrics = evaluate_runs(run_dirs, out / "report", observations=observations,
+                            sampling_rates=settings.sampling_rates,
+                            max_views=settings.sampling_max_views, seed=settings.seed + 3)
+    timing["evaluate_s"] = time.perf_counter() - t0
+    comparison = compare_with_paper(metrics)
+    table = format_comparison(comparison)
+    atomic_write_text(out / "report" / "comparison.md", table + "\n")
+    atomic_write_json(out / "report" / "comparison.json", {"comparison": comparison,
+                                                          "timing": timing})
+    print(table)
+    return {"metrics": metrics, "comparison": comparison, "timing": timing}
+
+
+def compare_with_paper(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pair our numbers with the paper's for every model (10^14-10^15 Msun/h range)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, m in metrics.get("models", metrics).items():
+        if not isinstance(m, dict):
+            continue
+        ours = m.get("paper_range", m.get("overall", {}))
+        shift = m.get("sampling", {})
+        rows[name] = {
+            "ours": {
+                "median": ours.get("bias_median"),
+                "width_16_84": ours.get("width_16_84"),
+                "std": ours.get("std"),
+                "sampling_width": shift.get("width_16_84_rate_0.6_0.8"),
+                "train_s": m.get("train_seconds"),
+                "predict_s": m.get("predict_seconds"),
+            },
+            "paper": PAPER.get(m.get("model", name), {}),
+        }
+    return rows
+
+
+def format_comparison(rows: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: our numbers next to the paper's."""
+
+    def f(x: Any) -> str:
+        return "—" if x is None else f"{x:+.3f}" if isinstance(x, float) else str(x)
+
+    lines = [
+        "| model | median eps (ours / paper) | 16-84 width (ours / paper) | std dex (ours / paper)"
+        " | sampling shift width r=0.6-0.8 (ours / paper) | train s | predict s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        o, p = r["ours"], r["paper"]
+        lines.append(
+            f"| {name} | {f(o['median'])} / {f(p.get('median'))} | {f(o['width_16_84'])} / "
+            f"{f(p.get('width_16_84'))} | {f(o['std'])} / {f(p.get('std'))} | "
+            f"{f(o['sampling_width'])} / {f(p.get('sampling_width'))} | "
+            f"{f(o['train_s'])} | {f(o['predict_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_json(result: dict[str, Any]) -> str:
+    """Compact JSON of a reproduction's comparison and timing."""
+    return json.dumps({"comparison": result["comparison"], "timing": result["timing"]}, indent=2,
+                      default=str)

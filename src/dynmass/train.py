@@ -1,0 +1,610 @@
+"""Cross-validated training, training on all data, and predicting other observation files.
+
+Folds follow Ho et al. 2019 (arXiv:1902.05950, section 3): hosts are ranked by M200c and
+``fold = rank mod k``, so every fold spans the whole mass range and all views (lines of sight)
+of one halo share a fold: no halo is ever in both the training and the test set.
+
+A cross-validation run writes one folder (the format every later stage reads)::
+
+    <out_dir>/settings.json     model, model_settings, observations (absolute path),
+                                observations_sha256, obs_settings, folds, seed, fold_scheme,
+                                dynmass_version, command
+    <out_dir>/fold_00.h5 ...    one saved model per fold (dynmass.models.load_model)
+    <out_dir>/timing.json       train_seconds, predict_seconds, features_seconds,
+                                n_train_views, n_predict_views, per_fold [...]
+    <out_dir>/predictions.csv   halo_id,los,fold,log10_m200c_true,log10_m200c_pred,n_gal
+                                (written last, atomically: its presence marks a complete run)
+
+Resuming: a fold whose ``fold_XX.h5`` exists is not retrained; a CNN fold that was interrupted
+resumes from its per-epoch checkpoint ``fold_XX.ckpt.pt`` (transient, deleted when the fold's
+model is saved). Re-running with different settings into the same folder raises
+:class:`~dynmass.errors.SettingsMismatchError` instead of mixing runs.
+
+Data parallel: when started by ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised
+here (gloo on CPU, NCCL on CUDA), every rank trains on its shard of each batch through
+:class:`torch.nn.parallel.DistributedDataParallel`, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dynmass._io import atomic_write_json, atomic_write_text, file_sha256, provenance
+from dynmass.errors import InputError, SettingsMismatchError
+from dynmass.models.base import Estimator, get_model, load_model
+from dynmass.observations import Observations, read_observations
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "assign_folds",
+    "cross_validate",
+    "fit_all",
+    "predict_mock",
+    "load_run_models",
+    "init_distributed",
+    "PREDICTION_COLUMNS",
+]
+
+#: Columns of ``predictions.csv``.
+PREDICTION_COLUMNS: tuple[str, ...] = (
+    "halo_id", "los", "fold", "log10_m200c_true", "log10_m200c_pred", "n_gal",
+)
+FOLD_SCHEME = "hosts ranked by m200c, fold = rank mod k (Ho et al. 2019)"
+#: Keys of settings.json that must agree for a run folder to be resumed.
+_RESUME_KEYS: tuple[str, ...] = ("model", "model_settings", "observations_sha256", "folds",
+                                 "seed", "fold_scheme")
+#: Model settings that only choose hardware; they may change between a run and its resumption.
+_RUNTIME_SETTINGS: tuple[str, ...] = ("device", "num_threads", "predict_batch_size")
+
+
+# ----------------------------------------------------------------------------- folds
+
+
+def assign_folds(obs: Observations, k: int) -> np.ndarray:
+    """Cross-validation fold of every view, split by halo (Ho et al. 2019).
+
+    Hosts (unique ``halo_id``) are ranked by M200c (descending; ties by ``halo_id``) and host
+    ``i`` in that order goes to fold ``i mod k``, so each fold samples the whole mass range
+    and all views of one halo share a fold.
+
+    Parameters
+    ----------
+    obs : Observations
+        Views with ``clusters/halo_id`` and ``clusters/m200c`` [Msun/h].
+    k : int
+        Number of folds (>= 2 and at most the number of distinct halos).
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Fold index in ``[0, k)`` of every view.
+    """
+    halo_id = np.asarray(obs.clusters["halo_id"])
+    mass = np.asarray(obs.clusters["m200c"], dtype=float)
+    if not np.all(np.isfinite(mass)) or np.any(mass <= 0):
+        raise InputError("every view needs a finite positive M200c to be assigned a fold",
+                         column="clusters/m200c")
+    hosts, inverse = np.unique(halo_id, return_inverse=True)
+    k = int(k)
+    if k < 2 or k > len(hosts):
+        raise InputError(f"folds must be between 2 and the number of halos ({len(hosts)}), "
+                         f"not {k}", column="folds")
+    host_mass = np.zeros(len(hosts))
+    np.maximum.at(host_mass, inverse, mass)
+    order = np.lexsort((hosts, -host_mass))
+    fold_of_host = np.empty(len(hosts), dtype=np.int64)
+    fold_of_host[order] = np.arange(len(hosts)) % k
+    return fold_of_host[inverse.ravel()]
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def init_distributed(device: str = "auto") -> bool:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` with ``WORLD_SIZE > 1``.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda", "mps"}
+        The training device: NCCL for CUDA, gloo otherwise.
+
+    Returns
+    -------
+    bool
+        True if this call initialised a process group (the caller destroys it).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    from dynmass.models.cnn import resolve_device
+
+    dev = resolve_device(device, strict=True)
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend=backend)
+    log.info("initialised %s process group: rank %d of %d", backend, dist.get_rank(),
+             dist.get_world_size())
+    return True
+
+
+@contextlib.contextmanager
+def _distributed(device: str) -> Iterator[tuple[int, int]]:
+    """Process group for the block (if under torchrun); yields ``(rank, world_size)``."""
+    import torch.distributed as dist
+
+    mine = init_distributed(device)
+    try:
+        if dist.is_available() and dist.is_initialized():
+            yield dist.get_rank(), dist.get_world_size()
+        else:
+            yield 0, 1
+    finally:
+        if mine:
+            dist.destroy_process_group()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _load_obs(obs: Observations | str | os.PathLike) -> tuple[Observations, Path | None, str]:
+    """``(observations, absolute path or None, sha256)`` of a path or an in-memory object."""
+    if isinstance(obs, Observations):
+        h = hashlib.sha256()
+        for arr in (obs.R, obs.v, obs.offsets, obs.clusters["halo_id"], obs.clusters["m200c"]):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(json.dumps(obs.settings, sort_keys=True, default=str).encode())
+        return obs, None, "memory:" + h.hexdigest()
+    path = Path(obs).resolve()
+    return read_observations(path), path, file_sha256(path)
+
+
+def _make_model(model_name: str, model_settings: dict[str, Any] | None,
+                device: str | None) -> Estimator:
+    settings = dict(model_settings or {})
+    model = get_model(model_name, **settings)
+    if device is not None and "device" in model.settings and "device" not in settings:
+        model.settings["device"] = device
+    return model
+
+
+def _fold_seed(seed: int, fold: int) -> int:
+    return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
+
+
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: record.get(k) for k in _RESUME_KEYS}
+    out["model_settings"] = {k: v for k, v in (record.get("model_settings") or {}).items()
+                             if k not in _RUNTIME_SETTINGS}
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def _fit(model: Estimator, obs: Observations, seed: int, features: np.ndarray | None,
+         progress: bool, checkpoint: Path | None,
+         epoch_callback: Callable[[int, dict[str, float]], None] | None) -> None:
+    if getattr(model, "supports_checkpoint", False):
+        model.fit(obs, seed=seed, features=features, progress=progress, checkpoint=checkpoint,
+                  epoch_callback=epoch_callback)
+    else:
+        model.fit(obs, seed=seed)
+
+
+def _predict(model: Estimator, obs: Observations, features: np.ndarray | None) -> np.ndarray:
+    if features is not None and hasattr(model, "predict_features"):
+        model.check_obs(obs)
+        return np.asarray(model.predict_features(features), dtype=float)
+    return np.asarray(model.predict(obs), dtype=float)
+
+
+def _features(model: Estimator, obs: Observations, cache_dir: Path | None, key: str
+              ) -> tuple[np.ndarray | None, float]:
+    """Model input features for all views (None for models without ``compute_features``)."""
+    if not hasattr(model, "compute_features"):
+        return None, 0.0
+    t0 = time.perf_counter()
+    X = model.compute_features(obs, cache_dir=cache_dir, key=key)
+    return X, time.perf_counter() - t0
+
+
+def write_predictions_csv(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> Path:
+    """Write a predictions table (CSV with a header) atomically.
+
+    Parameters
+    ----------
+    path : path
+        Destination.
+    columns : dict of str to numpy.ndarray
+        Equal-length columns, written in insertion order; integers as integers, floats with
+        10 significant digits (log10 masses in Msun/h).
+    """
+    names = list(columns)
+    text_cols = []
+    for name in names:
+        arr = np.asarray(columns[name])
+        if np.issubdtype(arr.dtype, np.integer):
+            text_cols.append([str(int(x)) for x in arr])
+        else:
+            text_cols.append([f"{float(x):.10g}" for x in arr])
+    lines = [",".join(names)] + [",".join(row) for row in zip(*text_cols, strict=True)]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- cross-validation
+
+
+def cross_validate(
+    obs_path_or_obs: Observations | str | os.PathLike,
+    model_name: str,
+    out_dir: str | os.PathLike,
+    *,
+    folds: int = 10,
+    seed: int = 0,
+    model_settings: dict[str, Any] | None = None,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+    cache_features: bool = True,
+    fold_callback: Callable[[int, Estimator], None] | None = None,
+    epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """k-fold cross-validation split by halo; writes a run folder (see module docs).
+
+    Parameters
+    ----------
+    obs_path_or_obs : Observations or path
+        Training views (an observations file, or an in-memory object whose run folder then
+        records ``observations: null`` and a content hash).
+    model_name : str
+        A registered model (``msigma``, ``sdm``, ``cnn1d``, ``cnn2d``).
+    out_dir : path
+        Run folder (created).
+    folds : int
+        Number of folds (10 in the paper).
+    seed : int
+        Master seed; fold ``i`` fits with a seed derived from ``(seed, i)``.
+    model_settings : dict, optional
+        Hyper-parameters of the model (its ``defaults`` otherwise).
+    device : {"auto", "cpu", "cuda", "mps"}
+        Device for torch models (unless ``model_settings`` names one).
+    resume : bool
+        Keep finished folds and epoch checkpoints of an earlier run with the same settings;
+        if false, earlier run files in ``out_dir`` are deleted first.
+    progress : bool
+        Progress bars (folds; epochs and loss for CNNs).
+    cache_features : bool
+        Cache KDE features in ``out_dir/cache`` (reused on resume).
+    fold_callback : callable, optional
+        ``f(fold, model)`` after each newly trained fold is saved (tests use it to interrupt).
+    epoch_callback : callable, optional
+        Passed to CNN fits: ``f(epoch, record)`` after each epoch.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_dir``.
+
+    Raises
+    ------
+    SettingsMismatchError
+        If ``out_dir`` holds a run with other settings and ``resume`` is true.
+    """
+    out = Path(out_dir)
+    obs, obs_path, sha = _load_obs(obs_path_or_obs)
+    template = _make_model(model_name, model_settings, device)
+    with _distributed(template.settings.get("device", device)) as (rank, world):
+        fold_of = assign_folds(obs, folds)
+        record = {
+            "model": model_name,
+            "model_settings": template.settings,
+            "observations": None if obs_path is None else str(obs_path),
+            "observations_sha256": sha,
+            "obs_settings": obs.settings,
+            "folds": int(folds),
+            "seed": int(seed),
+            "fold_scheme": FOLD_SCHEME,
+            "world_size": world,
+            **{k: v for k, v in provenance().items() if k in ("dynmass_version", "command")},
+        }
+        done = _prepare_run_dir(out, record, resume, rank)
+        if done:
+            log.info("run %s is already complete; nothing to do", out)
+            return out
+        key = sha if obs_path is not None else ""
+        X, feat_seconds = _features(template, obs, out / "cache" if cache_features else None, key)
+        pred = np.full(obs.n_views, np.nan)
+        per_fold: list[dict[str, Any]] = []
+        bar = None
+        if progress and rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=folds, desc=f"{model_name} folds", unit="fold")
+        for f in range(folds):
+            test = np.flatnonzero(fold_of == f)
+            train = np.flatnonzero(fold_of != f)
+            info = _run_fold(out, f, obs, train, test, X, model_name, model_settings, device,
+                             seed, progress, rank, fold_callback, epoch_callback)
+            pred[test] = info.pop("pred")
+            per_fold.append(info)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if rank == 0:
+            n_train = int(sum(p["n_train_views"] for p in per_fold))
+            atomic_write_json(out / "timing.json", {
+                "train_seconds": float(sum(p["train_seconds"] for p in per_fold) + feat_seconds),
+                "predict_seconds": float(sum(p["predict_seconds"] for p in per_fold)),
+                "features_seconds": float(feat_seconds),
+                "n_train_views": n_train,
+                "n_predict_views": int(obs.n_views),
+                "world_size": world,
+                "note": "train_seconds = sum of fold fits + features_seconds (KDEs of all "
+                        "views, computed once); predict_seconds = model evaluation of the "
+                        "held-out views (features precomputed) and, for models without "
+                        "precomputed features, their own feature work",
+                "per_fold": per_fold,
+            })
+            write_predictions_csv(out / "predictions.csv", {
+                "halo_id": np.asarray(obs.clusters["halo_id"]).astype(np.int64),
+                "los": np.asarray(obs.clusters["los"]).astype(np.int64),
+                "fold": fold_of.astype(np.int64),
+                "log10_m200c_true": obs.log10_m200c(),
+                "log10_m200c_pred": pred,
+                "n_gal": obs.n_gal.astype(np.int64),
+            })
+        _barrier()
+    return out
+
+
+def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool, rank: int) -> bool:
+    """Check or write ``settings.json``; returns True when the run is already complete."""
+    settings_path = out / "settings.json"
+    if not resume and rank == 0 and out.exists():
+        for p in out.iterdir():
+            if p.name in ("settings.json", "predictions.csv", "timing.json") or (
+                    p.name.startswith("fold_") and p.suffix in (".h5", ".pt")):
+                p.unlink()
+            elif p.name == "cache" and p.is_dir():
+                shutil.rmtree(p)
+    _barrier()
+    if settings_path.exists():
+        try:
+            old = json.loads(settings_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"unreadable run settings ({exc}); use another folder or "
+                             "--no-resume", path=settings_path) from exc
+        a, b = _comparable(old), _comparable(record)
+        diff = [k for k in _RESUME_KEYS if a.get(k) != b.get(k)]
+        if diff:
+            detail = "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in diff)
+            raise SettingsMismatchError(
+                f"this folder holds a run with other settings ({detail}); choose another "
+                "output folder or pass --no-resume (resume=False) to overwrite it",
+                path=settings_path)
+        if (out / "predictions.csv").exists():
+            return True
+    elif rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(settings_path, record)
+    _barrier()
+    return False
+
+
+def _run_fold(out: Path, f: int, obs: Observations, train: np.ndarray, test: np.ndarray,
+              X: np.ndarray | None, model_name: str, model_settings: dict[str, Any] | None,
+              device: str, seed: int, progress: bool, rank: int,
+              fold_callback: Callable[[int, Estimator], None] | None,
+              epoch_callback: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
+    """Train (or reload) fold ``f`` and predict its held-out views."""
+    path = out / f"fold_{f:02d}.h5"
+    ckpt = out / f"fold_{f:02d}.ckpt.pt"
+    reused = False
+    model: Estimator | None = None
+    if path.exists():
+        try:
+            model = load_model(path)
+            reused = True
+        except InputError as exc:
+            log.warning("retraining fold %d: %s", f, exc)
+    _barrier()  # every rank decided before rank 0 may write this fold's file
+    if model is None:
+        model = _make_model(model_name, model_settings, device)
+        sub = obs.subset(train)
+        t0 = time.perf_counter()
+        _fit(model, sub, _fold_seed(seed, f), None if X is None else X[train], progress, ckpt,
+             epoch_callback)
+        # a fit resumed from a checkpoint adds the training time of the earlier session(s)
+        train_seconds = time.perf_counter() - t0 + float(model.extra.get("resumed_seconds", 0))
+        model.extra.update({"fold": f, "train_seconds": train_seconds,
+                            "n_train_views": int(len(train))})
+        if rank == 0:
+            model.save(path)
+            ckpt.unlink(missing_ok=True)
+        _barrier()
+        if fold_callback is not None:
+            fold_callback(f, model)
+    t0 = time.perf_counter()
+    pred = _predict(model, obs.subset(test), None if X is None else X[test])
+    predict_seconds = time.perf_counter() - t0
+    return {
+        "fold": f,
+        "train_seconds": float(model.extra.get("train_seconds", float("nan"))),
+        "predict_seconds": predict_seconds,
+        "n_train_views": int(len(train)),
+        "n_predict_views": int(len(test)),
+        "epochs_run": len(model.extra.get("history") or []) or None,
+        "best_epoch": model.extra.get("best_epoch"),
+        "reused_saved_fold": reused,
+        "pred": pred,
+    }
+
+
+# ----------------------------------------------------------------------------- all data
+
+
+def fit_all(
+    obs_path_or_obs: Observations | str | os.PathLike,
+    model_name: str,
+    out_path: str | os.PathLike,
+    *,
+    seed: int = 0,
+    model_settings: dict[str, Any] | None = None,
+    device: str = "auto",
+    resume: bool = True,
+    progress: bool = True,
+) -> Path:
+    """Train one model on every view and save it (for predicting other data sets).
+
+    Parameters
+    ----------
+    obs_path_or_obs : Observations or path
+        Training views.
+    model_name : str
+        A registered model.
+    out_path : path
+        Model file to write (HDF5, :func:`dynmass.models.load_model`). CNN fits checkpoint to
+        ``<out_path>.ckpt.pt`` while training and resume from it when ``resume``.
+    seed : int
+        Seed of the fit.
+    model_settings : dict, optional
+        Hyper-parameters.
+    device : {"auto", "cpu", "cuda", "mps"}
+        Device for torch models.
+    resume : bool
+        Resume from an interrupted fit's checkpoint.
+    progress : bool
+        Progress bar with the loss per epoch.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_path``.
+    """
+    out = Path(out_path)
+    obs, obs_path, sha = _load_obs(obs_path_or_obs)
+    model = _make_model(model_name, model_settings, device)
+    ckpt = out.with_name(out.name + ".ckpt.pt")
+    with _distributed(model.settings.get("device", device)) as (rank, _world):
+        if not resume and rank == 0:
+            ckpt.unlink(missing_ok=True)
+        _barrier()
+        t0 = time.perf_counter()
+        X, _ = _features(model, obs, None, sha)
+        _fit(model, obs, int(seed), X, progress, ckpt, None)
+        model.extra.update({
+            "train_seconds": time.perf_counter() - t0,
+            "n_train_views": int(obs.n_views),
+            "observations": None if obs_path is None else str(obs_path),
+            "observations_sha256": sha,
+            "seed": int(seed),
+        })
+        if rank == 0:
+            model.save(out)
+            ckpt.unlink(missing_ok=True)
+        _barrier()
+    return out
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+def load_run_models(model_path: str | os.PathLike) -> list[Estimator]:
+    """The model(s) of a single model file or of a run folder (all ``fold_XX.h5``)."""
+    p = Path(model_path)
+    if p.is_dir():
+        files = sorted(p.glob("fold_[0-9][0-9].h5"))
+        if not files:
+            raise InputError("run folder holds no fold_XX.h5 models", path=p)
+        if (p / "settings.json").exists():
+            n = json.loads((p / "settings.json").read_text()).get("folds")
+            if n is not None and len(files) != int(n):
+                raise InputError(f"run folder holds {len(files)} of {n} fold models "
+                                 "(incomplete run?)", path=p)
+        return [load_model(f) for f in files]
+    return [load_model(p)]
+
+
+def predict_mock(
+    model_path: str | os.PathLike,
+    obs_path: Observations | str | os.PathLike,
+    out_csv: str | os.PathLike,
+    *,
+    device: str | None = None,
+) -> Path:
+    """Predict the views of another observations file with a trained model or run folder.
+
+    Parameters
+    ----------
+    model_path : path
+        A model file (``fit_all`` output or any ``fold_XX.h5``) or a run folder, whose fold
+        models' predictions are averaged (mean of log10 M).
+    obs_path : Observations or path
+        Views to predict; must share the training data's aperture and vcut.
+    out_csv : path
+        Output table: ``halo_id,los,log10_m200c_true,log10_m200c_pred,n_gal`` (and
+        ``log10_m200c_pred_std``, the spread over fold models, for run folders); true masses
+        are NaN when unknown.
+    device : str, optional
+        Override the device of torch models.
+
+    Returns
+    -------
+    pathlib.Path
+        ``out_csv``.
+
+    Raises
+    ------
+    SettingsMismatchError
+        If the observations were made with another aperture or vcut than the model's data.
+    """
+    models = load_run_models(model_path)
+    obs, path, _sha = _load_obs(obs_path)
+    cache: dict[tuple[str, str], np.ndarray] = {}
+    preds = []
+    for model in models:
+        model.check_obs(obs, path)
+        if device is not None and "device" in model.settings:
+            model.settings["device"] = device
+        X = None
+        if hasattr(model, "compute_features"):
+            k = (getattr(model, "feature_kind", model.name),
+                 json.dumps([model.settings.get("n_bins"), model.settings.get("bandwidth")]))
+            if k not in cache:
+                cache[k] = model.compute_features(obs)
+            X = cache[k]
+        preds.append(_predict(model, obs, X))
+    P = np.vstack(preds)
+    columns = {
+        "halo_id": np.asarray(obs.clusters["halo_id"]).astype(np.int64),
+        "los": np.asarray(obs.clusters["los"]).astype(np.int64),
+        "log10_m200c_true": obs.log10_m200c(),
+        "log10_m200c_pred": P.mean(axis=0),
+        "n_gal": obs.n_gal.astype(np.int64),
+    }
+    if len(models) > 1:
+        columns["log10_m200c_pred_std"] = P.std(axis=0)
+    return write_predictions_csv(out_csv, columns)

@@ -1,0 +1,342 @@
+"""Build the embedded mock universe: halos from the mass function on a biased log-normal field
+with linear-theory flows, populated with galaxies.
+
+The work is done per halo-mass bin (default 0.1 dex): the halos of a bin are drawn, placed,
+given velocities and populated before the next bin starts, so the memory in use is the FFT grid
+plus one bin's halos and galaxies. :func:`build_universe` collects the bins into a
+:class:`~dynmass.catalog.Catalog`; :func:`write_universe` streams them into the catalog file
+(same format as :func:`dynmass.catalog.write_catalog`), which keeps 1 Gpc/h boxes within bounded
+memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from dynmass._io import atomic_path, provenance, to_json
+from dynmass.catalog import GALAXY_COLUMNS, HALO_COLUMNS, Catalog
+from dynmass.cosmology import MDPL2, validate_cosmology
+from dynmass.errors import InputError
+from dynmass.universe.field import (
+    cic_interpolate,
+    make_linear_field,
+    sample_cells,
+    unresolved_velocity_dispersion,
+)
+from dynmass.universe.galaxies import concentration_200c, populate
+from dynmass.universe.massfunction import MassFunctionTable, halo_bias, r200c_comoving
+
+log = logging.getLogger(__name__)
+
+#: Default box side, comoving Mpc/h: ~5,800 halos above 10^13.5 Msun/h, ~1.1 million galaxies.
+DEFAULT_BOX = 400.0
+#: Default redshift of the snapshot (that of Ho et al. 2019).
+DEFAULT_REDSHIFT = 0.117
+
+
+@dataclass
+class UniverseSettings:
+    """Every setting of the mock universe (recorded in the catalog file).
+
+    Parameters
+    ----------
+    box_size : float
+        Side of the periodic box, comoving Mpc/h.
+    redshift : float
+        Snapshot redshift.
+    cosmology : dict
+        Cosmological parameters (default MDPL2).
+    seed : int
+        Seed of every random step.
+    min_mass, max_mass : float
+        Halo M200c range, Msun/h.
+    grid : int or None
+        FFT grid nodes per side; ``None``: the power of two nearest above box_size / 4 Mpc/h.
+    mass_bin_dex : float
+        Width of the mass bins in which halos are placed with one bias value, dex.
+    mstar_min : float
+        Galaxy stellar-mass threshold, log10 Msun.
+    beta : float
+        Satellite velocity anisotropy (constant).
+    velocity_bias : float
+        Satellite velocity bias (ratio of galaxy to dark-matter dispersion).
+    conc_scatter_dex : float
+        Log-normal scatter of halo concentration at fixed mass, dex.
+    smhm_scatter_dex : float
+        Scatter in central stellar mass at fixed halo mass, dex.
+    unresolved_velocities : bool
+        Add the linear velocity dispersion of modes finer than the grid to halo velocities.
+    """
+
+    box_size: float = DEFAULT_BOX
+    redshift: float = DEFAULT_REDSHIFT
+    cosmology: dict[str, Any] = field(default_factory=lambda: dict(MDPL2))
+    seed: int = 0
+    min_mass: float = 10**11.5
+    max_mass: float = 10**16.0
+    grid: int | None = None
+    mass_bin_dex: float = 0.1
+    mstar_min: float = 9.5
+    beta: float = 0.0
+    velocity_bias: float = 1.0
+    conc_scatter_dex: float = 0.16
+    smhm_scatter_dex: float = 0.2
+    unresolved_velocities: bool = True
+
+    def __post_init__(self) -> None:
+        self.cosmology = validate_cosmology(dict(self.cosmology))
+        checks = [
+            ("box_size", self.box_size > 0),
+            ("redshift", 0 <= self.redshift < 5),
+            ("min_mass", 0 < self.min_mass < self.max_mass),
+            ("mass_bin_dex", 0 < self.mass_bin_dex <= 1),
+            ("beta", -5 <= self.beta < 1),
+            ("velocity_bias", self.velocity_bias > 0),
+            ("conc_scatter_dex", self.conc_scatter_dex >= 0),
+            ("smhm_scatter_dex", self.smhm_scatter_dex >= 0),
+        ]
+        for name, ok in checks:
+            value = getattr(self, name)
+            if not (ok and np.all(np.isfinite(value))):
+                raise InputError(f"setting {name}={value!r} is out of range", column=name)
+        if self.grid is None:
+            self.grid = int(min(512, max(16, 2 ** int(np.ceil(np.log2(self.box_size / 4.0))))))
+        if not (8 <= int(self.grid) <= 2048):
+            raise InputError(f"grid={self.grid} must lie in [8, 2048]", column="grid")
+        self.grid = int(self.grid)
+        self.seed = int(self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dictionary (JSON-able) of the settings."""
+        d = asdict(self)
+        d["generator"] = "dynmass.universe.build_universe"
+        return d
+
+
+def iter_universe_chunks(
+    settings: UniverseSettings,
+) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Generate the universe one halo-mass bin at a time.
+
+    Parameters
+    ----------
+    settings : UniverseSettings
+        Settings of the universe.
+
+    Yields
+    ------
+    (halos, galaxies) : tuple of dict
+        Column tables of one mass bin (halo ids unique across bins, galaxies hosted by the
+        bin's halos).
+    """
+    s = settings
+    cosmo, z, box = s.cosmology, s.redshift, s.box_size
+    root = np.random.SeedSequence(s.seed)
+    field_seq, halo_seq = root.spawn(2)
+    field = make_linear_field(s.grid, box, z, cosmo, np.random.default_rng(field_seq))
+    xi_grid = field.grid_correlation()
+    vel = field.velocity_grids()
+    table = MassFunctionTable(z, cosmo, s.min_mass, s.max_mass)
+    edges = 10 ** np.arange(np.log10(s.min_mass), np.log10(s.max_mass) + 1e-9, s.mass_bin_dex)
+    if edges[-1] < s.max_mass * (1 - 1e-9):
+        edges = np.append(edges, s.max_mass)
+    volume = box**3
+    expected = table.n_between(edges[:-1], edges[1:]) * volume
+    bin_seqs = halo_seq.spawn(len(edges) - 1)
+    # colossus quantities tabulated once (a fresh colossus cosmology per call is slow)
+    log_m_tab = np.arange(np.log10(s.min_mass) - 0.02, np.log10(s.max_mass) + 0.03, 0.01)
+    bias_tab = halo_bias(10**log_m_tab, z, cosmo)
+    conc_tab = (log_m_tab, concentration_200c(10**log_m_tab, z, cosmo))
+    centres = np.sqrt(edges[:-1] * edges[1:])
+    sig_extra = (unresolved_velocity_dispersion(centres, field) if s.unresolved_velocities
+                 else np.zeros(centres.size))
+    next_id = 0
+    for b in range(len(edges) - 1):
+        rng = np.random.default_rng(bin_seqs[b])
+        n = int(rng.poisson(expected[b]))
+        if n == 0:
+            continue
+        masses = np.sort(table.sample(n, edges[b], edges[b + 1], rng))[::-1]
+        bias = _mean_bias(edges[b], edges[b + 1], table, log_m_tab, bias_tab)
+        density = field.biased_density(bias, xi_grid)
+        pos = sample_cells(density, n, box, rng)
+        del density
+        halos = {
+            "id": np.arange(next_id, next_id + n, dtype=np.int64),
+            "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2],
+        }
+        for k, col in enumerate(("vx", "vy", "vz")):
+            halos[col] = cic_interpolate(vel[k], pos, box) + sig_extra[b] * rng.standard_normal(n)
+        halos["m200c"] = masses
+        halos["r200c"] = r200c_comoving(masses, z, cosmo)
+        halos["bias"] = np.full(n, bias, dtype=np.float32)
+        next_id += n
+        galaxies = populate(
+            halos, box, z, cosmo, rng,
+            mstar_min=s.mstar_min, beta=s.beta, velocity_bias=s.velocity_bias,
+            conc_scatter_dex=s.conc_scatter_dex, smhm_scatter_dex=s.smhm_scatter_dex,
+            concentration_table=conc_tab,
+        )
+        log.debug("mass bin %d: %d halos (bias %.2f), %d galaxies", b, n, bias, len(galaxies["x"]))
+        yield halos, galaxies
+
+
+def _mean_bias(
+    m_lo: float, m_hi: float, table: MassFunctionTable, log_m_tab: np.ndarray, bias_tab: np.ndarray
+) -> float:
+    """Number-weighted mean Tinker et al. 2010 bias of halos with m_lo <= M200c < m_hi."""
+    ln_m = np.linspace(np.log(m_lo), np.log(m_hi), 16)
+    w = np.interp(ln_m, table.ln_m, table.dndlnm)
+    b = np.interp(ln_m / np.log(10), log_m_tab, bias_tab)
+    return float(np.sum(w * b) / np.sum(w))
+
+
+def build_universe(
+    box_size: float = DEFAULT_BOX,
+    redshift: float = DEFAULT_REDSHIFT,
+    cosmology: dict[str, Any] | None = None,
+    seed: int = 0,
+    **settings: Any,
+) -> Catalog:
+    """Build the embedded mock universe in memory.
+
+    Parameters
+    ----------
+    box_size : float
+        Side of the periodic box, comoving Mpc/h (default 400).
+    redshift : float
+        Snapshot redshift (default 0.117, Ho et al. 2019).
+    cosmology : dict, optional
+        Cosmological parameters (default MDPL2).
+    seed : int
+        Seed; the same seed and settings give the same catalog.
+    **settings
+        Other fields of :class:`UniverseSettings` (``min_mass``, ``grid``, ``mstar_min``,
+        ``beta``, ``velocity_bias``, ...).
+
+    Returns
+    -------
+    Catalog
+        Halos (``id, x, y, z, vx, vy, vz, m200c, r200c, bias``) and galaxies (``x, y, z, vx,
+        vy, vz, host_id, is_central, log10_mstar, r_host``) with settings recorded.
+
+    Examples
+    --------
+    >>> from dynmass.universe import build_universe
+    >>> cat = build_universe(box_size=60.0, seed=1, min_mass=1e13)
+    >>> bool(cat.halos["m200c"].min() >= 1e13)
+    True
+    """
+    s = _settings(box_size, redshift, cosmology, seed, settings)
+    halo_parts, gal_parts = [], []
+    for h, g in iter_universe_chunks(s):
+        halo_parts.append(h)
+        gal_parts.append(g)
+    halos = _concat(halo_parts, HALO_COLUMNS + ("bias",))
+    galaxies = _concat(gal_parts, GALAXY_COLUMNS + ("log10_mstar", "r_host"))
+    cat = Catalog(halos=halos, galaxies=galaxies, box_size=s.box_size, redshift=s.redshift,
+                  cosmology=s.cosmology, seed=s.seed, settings=s.to_dict())
+    return cat.validate()
+
+
+def _settings(box_size, redshift, cosmology, seed, settings) -> UniverseSettings:
+    known = set(UniverseSettings.__dataclass_fields__)
+    unknown = set(settings) - known
+    if unknown:
+        raise InputError(f"unknown universe settings: {sorted(unknown)}")
+    return UniverseSettings(box_size=float(box_size), redshift=float(redshift),
+                            cosmology=dict(cosmology or MDPL2), seed=int(seed), **settings)
+
+
+def _concat(parts: list[dict[str, np.ndarray]], columns: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not parts:
+        empty = {c: np.zeros(0) for c in columns}
+        for c in ("id", "host_id"):
+            if c in empty:
+                empty[c] = np.zeros(0, np.int64)
+        if "is_central" in empty:
+            empty["is_central"] = np.zeros(0, bool)
+        return empty
+    return {c: np.concatenate([p[c] for p in parts]) for c in columns}
+
+
+def write_universe(
+    path: str | os.PathLike,
+    box_size: float = DEFAULT_BOX,
+    redshift: float = DEFAULT_REDSHIFT,
+    cosmology: dict[str, Any] | None = None,
+    seed: int = 0,
+    **settings: Any,
+) -> dict[str, Any]:
+    """Build the mock universe and stream it into a catalog file, one mass bin at a time.
+
+    Same file format as :func:`dynmass.catalog.write_catalog` (readable by
+    :func:`dynmass.catalog.read_catalog`); written atomically. Memory: the FFT grid plus one
+    mass bin's halos and galaxies.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination HDF5 file.
+    box_size, redshift, cosmology, seed, **settings
+        As for :func:`build_universe`.
+
+    Returns
+    -------
+    dict
+        ``{"path", "n_halos", "n_galaxies", "settings"}``.
+    """
+    s = _settings(box_size, redshift, cosmology, seed, settings)
+    path = Path(path)
+    halo_cols = HALO_COLUMNS + ("bias",)
+    gal_cols = GALAXY_COLUMNS + ("log10_mstar", "r_host")
+    n_h = n_g = 0
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
+        fh.attrs["dynmass_kind"] = "catalog"
+        fh.attrs["box_size"] = float(s.box_size)
+        fh.attrs["redshift"] = float(s.redshift)
+        fh.attrs["cosmology"] = to_json(s.cosmology)
+        fh.attrs["seed"] = int(s.seed)
+        fh.attrs["settings"] = to_json(s.to_dict())
+        prov = provenance()
+        fh.attrs["dynmass_version"] = prov["dynmass_version"]
+        fh.attrs["provenance"] = to_json(prov)
+        fh.attrs["units"] = to_json(
+            {"position": "comoving Mpc/h", "velocity": "peculiar km/s", "m200c": "Msun/h",
+             "r200c": "comoving Mpc/h", "box_size": "comoving Mpc/h"}
+        )
+        groups = {"halos": fh.create_group("halos"), "galaxies": fh.create_group("galaxies")}
+        for h, g in iter_universe_chunks(s):
+            chunk = Catalog(halos=h, galaxies=g, box_size=s.box_size, redshift=s.redshift,
+                            cosmology=s.cosmology).validate(path)
+            _append(groups["halos"], chunk.halos, halo_cols)
+            _append(groups["galaxies"], chunk.galaxies, gal_cols)
+            n_h += len(h["id"])
+            n_g += len(g["x"])
+        for name, cols in (("halos", halo_cols), ("galaxies", gal_cols)):
+            for c in cols:
+                if c not in groups[name]:
+                    dt = np.int64 if c in ("id", "host_id") else bool if c == "is_central" else float
+                    groups[name].create_dataset(c, data=np.zeros(0, dt))
+        fh.attrs["complete"] = True
+    return {"path": str(path), "n_halos": n_h, "n_galaxies": n_g, "settings": s.to_dict()}
+
+
+def _append(group: h5py.Group, table: dict[str, np.ndarray], cols: tuple[str, ...]) -> None:
+    for c in cols:
+        arr = np.asarray(table[c])
+        if c not in group:
+            group.create_dataset(c, data=arr, maxshape=(None,), chunks=(1 << 16,))
+        else:
+            ds = group[c]
+            old = ds.shape[0]
+            ds.resize((old + arr.size,))
+            ds[old:] = arr
