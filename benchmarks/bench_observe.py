@@ -59,16 +59,20 @@ def run(quick: bool = False) -> dict:
     from dynmass.observe import observe
 
     if quick:
-        n_gal, n_hosts, box, n_los = 100_000, 200, 200.0, 5
+        n_gal, n_hosts, box = 100_000, 334, 200.0
     else:
-        n_gal, n_hosts, box, n_los = 1_000_000, 2000, 400.0, 5
+        n_gal, n_hosts, box = 1_000_000, 3334, 400.0
     cat = synthetic_catalog(n_gal, n_hosts, box)
     cat.validate()
-    kw = {"n_los": n_los, "min_mass": 0.0, "min_members": 1}
+    kw = {"n_los": 3, "min_mass": 0.0, "min_members": 1}
     observe(cat, **{**kw, "min_mass": 1e15})  # warm imports
     t0 = time.perf_counter()
     serial = observe(cat, **kw)
     t_serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rot = observe(cat, **{**kw, "n_los": 6})
+    t_rot = time.perf_counter() - t0
+    n_rot = rot.n_views - serial.n_views
     t0 = time.perf_counter()
     members = observe(cat, **kw, center="members")
     t_members = time.perf_counter() - t0
@@ -79,7 +83,7 @@ def run(quick: bool = False) -> dict:
     t_start = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        par = observe(cat, **kw, dask_scheduler=client, chunk_size=500)
+        par = observe(cat, **kw, dask_scheduler=client)
         t_dask = time.perf_counter() - t0
     finally:
         client.close()
@@ -95,6 +99,8 @@ def run(quick: bool = False) -> dict:
         "observe_interloper_fraction": float(1 - serial.is_member.mean()),
         "observe_seconds_serial": t_serial,
         "observe_views_per_s_serial": n_views / t_serial,
+        "observe_seconds_6los_axes_plus_rotated": t_rot,
+        "observe_rotated_views_per_s_serial": n_rot / max(t_rot - t_serial, 1e-9),
         "observe_seconds_center_members": t_members,
         "observe_views_per_s_center_members": members.n_views / t_members,
         "observe_seconds_dask_2workers": t_dask,

@@ -122,24 +122,32 @@ def predict_throughput(obs, threads: int) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> dict[str, float]:
-    """Measure; returns a flat dict of numbers (units in the keys)."""
+    """Measure; returns a flat dict of numbers (units in the keys).
+
+    Epoch times and throughputs are measured with 1 and with 2 torch threads: on a shared
+    2-core machine, 2 threads can be much slower than 1 (OpenMP threads spin-waiting for a
+    core), so both are reported.
+    """
     import torch
 
-    threads = min(2, os.cpu_count() or 1)
     n_train = 1000 if quick else 4000
     n_pred = 4000 if quick else 20000
     epochs = 2 if quick else 3
     obs = toy_observations(n_train, seed=0)
-    res: dict[str, float] = {"torch_threads": float(threads), "n_train_views": float(n_train),
-                             "n_predict_views": float(n_pred)}
-    for name in ("cnn1d", "cnn2d"):
-        res[f"{name}_epoch_seconds_{n_train}_views"] = epoch_seconds(obs, name, epochs, threads)
-    res.update(predict_throughput(toy_observations(n_pred, seed=1), threads))
+    pred_obs = toy_observations(n_pred, seed=1)
+    res: dict[str, float] = {"n_train_views": float(n_train), "n_predict_views": float(n_pred),
+                             "cpu_count": float(os.cpu_count() or 1)}
+    for threads in (1, 2):
+        for name in ("cnn1d", "cnn2d"):
+            res[f"{name}_epoch_seconds_{n_train}_views_{threads}thr"] = epoch_seconds(
+                obs, name, epochs, threads)
+        for key, val in predict_throughput(pred_obs, threads).items():
+            res[f"{key}_{threads}thr"] = val
     t = train_predict_timing(obs.subset(np.arange(min(n_train, 1000))), "cnn1d",
-                             model_settings={"epochs": 2, "num_threads": threads,
-                                             "device": "cpu"})
-    res["cnn1d_train_seconds_1000_views_2_epochs_with_features"] = t["train_seconds"]
-    res["cnn1d_predict_views_per_s_with_features"] = t["predict_views_per_s"]
+                             model_settings={"epochs": 2, "num_threads": 1, "device": "cpu"},
+                             predict_obs=pred_obs)
+    res["cnn1d_train_seconds_1000_views_2_epochs_with_features_1thr"] = t["train_seconds"]
+    res["cnn1d_predict_views_per_s_with_features_1thr"] = t["predict_views_per_s"]
     res["torch_version"] = float(".".join(torch.__version__.split("+")[0].split(".")[:2]))
     return res
 

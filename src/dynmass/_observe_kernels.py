@@ -79,8 +79,8 @@ def redshift_table(cosmo: dict[str, Any], z: float, z_lo: float, z_hi: float,
     return chi - np.interp(z, zz, chi), zz
 
 
-def los_redshift_bounds(vcut: float, u_gal_max: float, u_clu_max: float,
-                        z: float) -> tuple[float, float]:
+def los_redshift_bounds(vcut: float, u_gal_max: float, u_clu_max: Any,
+                        z: float) -> tuple[Any, Any]:
     """Range of cosmological redshift a galaxy with ``|v| <= vcut`` can have.
 
     From ``1 + z_obs = (1 + z_cos)(1 + u/c)`` (Harrison 1974, ApJ 191, L51; Davis & Scrimgeour
@@ -92,22 +92,25 @@ def los_redshift_bounds(vcut: float, u_gal_max: float, u_clu_max: float,
     -------
     z_lo, z_hi : float
     """
-    vc, ug, uc = vcut / C_KMS, u_gal_max / C_KMS, u_clu_max / C_KMS
-    if ug >= 1 or uc >= 1 or vc >= 1:
+    vc, ug, uc = vcut / C_KMS, u_gal_max / C_KMS, np.asarray(u_clu_max) / C_KMS
+    if np.any(ug >= 1) or np.any(uc >= 1) or np.any(vc >= 1):
         raise ValueError("velocities must be below the speed of light")
     z_hi = (1 + vc) * (1 + z) * (1 + uc) / (1 - ug) - 1
     z_lo = (1 - vc) * (1 + z) * (1 - uc) / (1 + ug) - 1
     return z_lo, z_hi
 
 
-def los_half_depth(z_lo: float, z_hi: float, table: tuple[np.ndarray, np.ndarray]) -> float:
-    """Largest comoving line-of-sight offset [Mpc/h] between redshifts ``z_lo`` and ``z_hi``."""
+def los_half_depth(z_lo: Any, z_hi: Any, table: tuple[np.ndarray, np.ndarray]) -> Any:
+    """Largest comoving line-of-sight offset [Mpc/h] between redshifts ``z_lo`` and ``z_hi``.
+
+    Works elementwise on arrays; a float for scalar input.
+    """
     d, zz = table
-    if z_lo < zz[0] or z_hi > zz[-1]:
+    if np.any(np.asarray(z_lo) < zz[0]) or np.any(np.asarray(z_hi) > zz[-1]):
         raise ValueError("redshift table does not cover the requested range")
-    d_hi = float(np.interp(z_hi, zz, d))
-    d_lo = float(np.interp(z_lo, zz, d))
-    return max(abs(d_lo), abs(d_hi)) * (1 + 1e-6) + 1e-6
+    out = np.maximum(np.abs(np.interp(z_lo, zz, d)), np.abs(np.interp(z_hi, zz, d)))
+    out = out * (1 + 1e-6) + 1e-6
+    return float(out) if np.ndim(out) == 0 else out
 
 
 def relative_velocity(d_par: np.ndarray, u_gal: np.ndarray, u_clu: np.ndarray, z: float,
@@ -206,82 +209,86 @@ def _flatten(lists: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.arange(len(lists), dtype=np.int64), lens), items
 
 
-def candidate_pairs(gal_pos: np.ndarray, cen_pos: np.ndarray, los: np.ndarray, axis: np.ndarray,
-                    box: float, radius: float, half_depth: float) -> tuple[np.ndarray, np.ndarray]:
+def build_tree(gal_pos: np.ndarray, axis: int, box: float) -> cKDTree:
+    """Periodic tree of the galaxies: 2D on the sky plane of ``axis`` (0/1/2), 3D for -1."""
+    pts = gal_pos if axis < 0 else gal_pos[:, [i for i in (0, 1, 2) if i != axis]]
+    return cKDTree(pts, boxsize=box, balanced_tree=False, compact_nodes=False)
+
+
+def candidate_pairs(tree: cKDTree, axis: int, cen_pos: np.ndarray, los: np.ndarray,
+                    box: float, radius: float,
+                    half_depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(view, galaxy) pairs that may lie in each view's cylinder; a superset, deduplicated.
 
-    Axis-aligned views query a 2D periodic tree of the galaxies projected on the sky plane
-    (a disc of ``radius``, the full column); other views query a 3D periodic tree with a chain
-    of balls of radius ``sqrt(2) radius`` spaced ``2 radius`` along the segment
-    ``[-half_depth, half_depth]``, which covers the cylinder.
+    Axis-aligned views (``axis`` 0/1/2) query a 2D periodic tree of the galaxies projected on
+    the sky plane: a disc of ``radius``, the full column along the line of sight. Other views
+    (``axis=-1``) query a 3D periodic tree with a chain of balls of radius ``sqrt(2) radius``
+    spaced at most ``2 radius`` along the segment ``[-half_depth, half_depth]``, which covers
+    the cylinder.
 
     Parameters
     ----------
-    gal_pos : numpy.ndarray
-        (m, 3) galaxy positions in [0, box), comoving Mpc/h.
+    tree : scipy.spatial.cKDTree
+        From :func:`build_tree` for this ``axis``.
+    axis : int
+        0/1/2 for views along x/y/z, -1 for other directions.
     cen_pos : numpy.ndarray
         (k, 3) view centres in [0, box), comoving Mpc/h.
     los : numpy.ndarray
         (k, 3) unit lines of sight.
-    axis : numpy.ndarray
-        (k,) 0/1/2 for axis-aligned views, -1 otherwise.
     box : float
         Periodic box side, comoving Mpc/h.
     radius : float
         Cylinder radius, comoving Mpc/h.
-    half_depth : float
-        Cylinder half length, comoving Mpc/h.
+    half_depth : numpy.ndarray
+        (k,) cylinder half lengths, comoving Mpc/h (used for ``axis=-1``).
 
     Returns
     -------
     view, gal : numpy.ndarray
-        Local view and galaxy indices, sorted by (view, gal).
+        Local view and tree-galaxy indices, sorted by (view, galaxy).
     """
-    views, gals = [], []
     r_q = radius * (1 + 1e-9) + 1e-12
-    if len(gal_pos) == 0 or len(cen_pos) == 0:
+    n_data = tree.n
+    if n_data == 0 or len(cen_pos) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    for a in (0, 1, 2):
-        sel = np.flatnonzero(axis == a)
-        if sel.size == 0:
-            continue
-        other = [i for i in (0, 1, 2) if i != a]
-        tree = cKDTree(gal_pos[:, other], boxsize=box)
-        owner, item = _flatten(tree.query_ball_point(cen_pos[sel][:, other], r_q))
-        views.append(sel[owner])
-        gals.append(item)
-    sel = np.flatnonzero(axis < 0)
-    if sel.size:
-        tree = cKDTree(gal_pos, boxsize=box)
-        n_balls = int(np.ceil(2 * half_depth / (2 * radius))) + 1
-        t = np.linspace(-half_depth, half_depth, n_balls)
-        pts = cen_pos[sel][:, None, :] + t[None, :, None] * los[sel][:, None, :]
-        pts = np.mod(pts.reshape(-1, 3), box)
+    if axis >= 0:
+        other = [i for i in (0, 1, 2) if i != axis]
+        view, gal = _flatten(tree.query_ball_point(cen_pos[:, other], r_q))
+    else:
+        n_balls = (np.ceil(2 * half_depth / (2 * radius)).astype(np.int64) + 1)
+        owner = np.repeat(np.arange(len(cen_pos)), n_balls)
+        step = np.repeat(2 * half_depth / (n_balls - 1), n_balls)
+        first = np.concatenate([[0], np.cumsum(n_balls)[:-1]])
+        t = (np.arange(owner.size) - np.repeat(first, n_balls)) * step - np.repeat(half_depth,
+                                                                                   n_balls)
+        pts = np.mod(cen_pos[owner] + t[:, None] * los[owner], box)
         pts[pts >= box] = 0.0
-        owner, item = _flatten(tree.query_ball_point(pts, np.sqrt(2.0) * r_q))
-        views.append(sel[owner // n_balls])
-        gals.append(item)
-    view = np.concatenate(views)
-    gal = np.concatenate(gals)
-    key = np.unique(view * np.int64(len(gal_pos)) + gal)
-    return key // len(gal_pos), key % len(gal_pos)
+        ball, gal = _flatten(tree.query_ball_point(pts, np.sqrt(2.0) * r_q))
+        view = owner[ball]
+    key = np.unique(view * np.int64(n_data) + gal)
+    return key // n_data, key % n_data
 
 
 # --------------------------------------------------------------------------------------------
 # the chunk worker
 # --------------------------------------------------------------------------------------------
 def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
-    """Cut the cylinders of one chunk of views. Pure: same task -> same bytes.
+    """Cut the cylinders of one chunk of views. Pure: same views -> same bytes.
+
+    All views of a chunk share one kind (``task["kind"]``: 0/1/2 along x/y/z, -1 other
+    directions) and one tree of the galaxies of the chunk's region; they are cut in batches of
+    ``task["batch"]`` views so that candidate arrays stay small.
 
     Parameters
     ----------
     task : dict
         ``gal_pos`` (m, 3), ``gal_vel`` (m, 3), ``gal_host`` (m,), ``gal_index`` (m,) for the
         galaxies of the chunk's region (a superset of every galaxy its cylinders can hold);
-        ``view_id``, ``cen_pos`` (k, 3), ``cen_vel`` (k, 3), ``los`` (k, 3), ``axis``,
-        ``halo_id``, ``halo_row``, ``los_index`` for its views; and the settings ``box``,
-        ``aperture``, ``vcut``, ``redshift``, ``half_depth``, ``table``, ``sampling_rate``,
-        ``seed``, ``center``.
+        ``view_id``, ``cen_pos`` (k, 3), ``cen_vel`` (k, 3), ``los`` (k, 3), ``halo_id``,
+        ``halo_row``, ``los_index`` for its views; and the settings ``kind``, ``batch``,
+        ``box``, ``aperture``, ``vcut``, ``redshift``, ``half_depth``, ``u_gal_max``,
+        ``table``, ``sampling_rate``, ``seed``, ``center``.
 
     Returns
     -------
@@ -289,18 +296,46 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
         ``view_id`` (k,), ``counts`` (k,), ``R``, ``v``, ``is_member``, ``galaxy_index``
         (concatenated in view order), ``center_dR`` and ``center_dv`` (k,).
     """
+    kind = int(task["kind"])
+    tree = build_tree(task["gal_pos"], kind, float(task["box"]))
+    k = len(task["view_id"])
+    batch = max(1, int(task["batch"]))
+    parts = []
+    for b0 in range(0, k, batch):
+        sel = slice(b0, min(k, b0 + batch))
+        parts.append(_cut_batch(task, tree, kind, sel))
+    if not parts:
+        parts.append(_cut_batch(task, tree, kind, slice(0, 0)))
+    out = {"view_id": task["view_id"]}
+    for name in ("counts", "R", "v", "is_member", "galaxy_index", "center_dR", "center_dv"):
+        out[name] = np.concatenate([p[name] for p in parts])
+    return out
+
+
+def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> dict[str, Any]:
+    """Cut the cylinders of the views ``sel`` of a chunk (see :func:`observe_chunk`)."""
     box = float(task["box"])
     ap = float(task["aperture"])
     vcut = float(task["vcut"])
+    z = float(task["redshift"])
     members = task["center"] == "members"
     r_cand = ap * CENTER_PAD_R if members else ap
     v_cand = vcut * CENTER_PAD_V if members else vcut
-    cen_pos, cen_vel, los = task["cen_pos"], task["cen_vel"], task["los"]
+    cen_pos, cen_vel, los = task["cen_pos"][sel], task["cen_vel"][sel], task["los"][sel]
+    halo_id, halo_row = task["halo_id"][sel], task["halo_row"][sel]
+    los_index = task["los_index"][sel]
     gal_pos, gal_vel = task["gal_pos"], task["gal_vel"]
-    k = len(task["view_id"])
+    k = len(cen_pos)
+    half_depth = float(task["half_depth"])
 
-    vi, gi = candidate_pairs(gal_pos, cen_pos, los, task["axis"], box, r_cand,
-                             float(task["half_depth"]))
+    if kind < 0:
+        # per-view depth from the view's own line-of-sight cluster velocity
+        u_c = np.abs(np.sum(cen_vel * los, axis=1))
+        z_lo, z_hi = los_redshift_bounds(v_cand, float(task["u_gal_max"]), u_c, z)
+        depth = np.minimum(los_half_depth(z_lo, z_hi, task["table"]), half_depth)
+    else:
+        depth = np.full(k, half_depth)
+    vi, gi = candidate_pairs(tree, kind, cen_pos, los, box, r_cand, depth)
     # exact geometry from global coordinates (minimum periodic image)
     d = gal_pos[gi] - cen_pos[vi]
     d -= box * np.round(d / box)
@@ -308,11 +343,11 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
     d_par = np.sum(d * n, axis=1)
     perp = d - d_par[:, None] * n
     R = np.sqrt(np.sum(perp * perp, axis=1))
-    keep = (R <= r_cand) & (np.abs(d_par) <= task["half_depth"])
+    keep = (R <= r_cand) & (np.abs(d_par) <= half_depth)
     vi, gi, d_par, perp, R, n = vi[keep], gi[keep], d_par[keep], perp[keep], R[keep], n[keep]
     u_g = np.sum(gal_vel[gi] * n, axis=1)
     u_c = np.sum(cen_vel[vi] * n, axis=1)
-    v = relative_velocity(d_par, u_g, u_c, float(task["redshift"]), task["table"])
+    v = relative_velocity(d_par, u_g, u_c, z, task["table"])
     keep = np.abs(v) <= v_cand
     vi, gi, perp, R, v = vi[keep], gi[keep], perp[keep], R[keep], v[keep]
 
@@ -320,40 +355,35 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
     gidx = task["gal_index"][gi]
     order = np.lexsort((gidx, vi))
     vi, gi, perp, R, v, gidx = vi[order], gi[order], perp[order], R[order], v[order], gidx[order]
-    is_mem = task["gal_host"][gi] == task["halo_id"][vi]
-    counts = np.bincount(vi, minlength=k)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-
-    rate = float(task["sampling_rate"])
-    need_loop = members or rate < 1.0
+    is_mem = task["gal_host"][gi] == halo_id[vi]
+    counts = np.bincount(vi, minlength=k).astype(np.int64)
     center_dR = np.zeros(k)
     center_dv = np.zeros(k)
-    if not need_loop:
-        return {"view_id": task["view_id"], "counts": counts, "R": R, "v": v,
-                "is_member": is_mem, "galaxy_index": gidx,
+    rate = float(task["sampling_rate"])
+    if not members and rate >= 1.0:
+        return {"counts": counts, "R": R, "v": v, "is_member": is_mem, "galaxy_index": gidx,
                 "center_dR": center_dR, "center_dv": center_dv}
 
-    e1, e2 = perpendicular_basis(los) if members else (None, None)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    e1, e2 = perpendicular_basis(los) if members and k else (None, None)
     out_sel, out_R, out_v = [], [], []
-    out_counts = np.zeros(k, dtype=np.int64)
     for j in range(k):
         idx = np.arange(starts[j], starts[j + 1])
         if rate < 1.0:
-            rng = view_rng(task["seed"], task["halo_row"][j], task["los_index"][j], SEED_SAMPLING)
+            rng = view_rng(task["seed"], halo_row[j], los_index[j], SEED_SAMPLING)
             idx = idx[rng.random(idx.size) < rate]
         if members:
             p = np.column_stack([perp[idx] @ e1[j], perp[idx] @ e2[j]])
-            sel, Rj, vj, dR, dv = _center_on_members(p, v[idx], ap, vcut)
-            idx, center_dR[j], center_dv[j] = idx[sel], dR, dv
-            out_R.append(Rj[sel])
-            out_v.append(vj[sel])
+            ok, Rj, vj, center_dR[j], center_dv[j] = _center_on_members(p, v[idx], ap, vcut)
+            idx, Rj, vj = idx[ok], Rj[ok], vj[ok]
         else:
-            out_R.append(R[idx])
-            out_v.append(v[idx])
+            Rj, vj = R[idx], v[idx]
         out_sel.append(idx)
-        out_counts[j] = idx.size
+        out_R.append(Rj)
+        out_v.append(vj)
+        counts[j] = idx.size
     sel_all = np.concatenate(out_sel) if out_sel else np.zeros(0, np.int64)
-    return {"view_id": task["view_id"], "counts": out_counts,
+    return {"counts": counts,
             "R": np.concatenate(out_R) if out_R else np.zeros(0),
             "v": np.concatenate(out_v) if out_v else np.zeros(0),
             "is_member": is_mem[sel_all], "galaxy_index": gidx[sel_all],

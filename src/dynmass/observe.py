@@ -199,12 +199,12 @@ def plan_views(catalog: Catalog, *, min_mass: float, n_los: int, flat_mass_funct
     los[axis >= 0] = np.eye(3)[axis[axis >= 0]]
     extra = np.flatnonzero(axis < 0)
     if extra.size:
-        hosts, first = np.unique(halo_row[extra], return_index=True)
-        for h in hosts:
-            sel = extra[halo_row[extra] == h]
-            n_h = int(los_index[sel].max()) + 1
-            dirs = K.host_directions(n_h, seed, int(h))
-            los[sel] = dirs[los_index[sel]]
+        # halo_row is sorted, so each host's extra views are contiguous in ``extra``
+        hosts, first, cnt = np.unique(halo_row[extra], return_index=True, return_counts=True)
+        for h, f, c in zip(hosts, first, cnt, strict=True):
+            sel = extra[f:f + c]
+            n_h = int(counts[np.searchsorted(rows, h)])
+            los[sel] = K.host_directions(n_h, seed, int(h))[los_index[sel]]
     return {"halo_row": halo_row.astype(np.int64), "los_index": los_index.astype(np.int64),
             "los": los, "axis": axis.astype(np.int64), "flat_target": np.asarray(target)}
 
@@ -217,24 +217,23 @@ class _GalaxyGrid:
 
     def __init__(self, pos: np.ndarray, box: float, cell_size: float):
         self.box = box
-        self.n = int(np.clip(np.floor(box / max(cell_size, 1e-9)), 1, 256))
+        self.n = int(np.clip(np.floor(box / max(cell_size, 1e-9)), 1, 128))
         self.g = box / self.n
         ijk = np.clip(np.floor(pos / self.g).astype(np.int64), 0, self.n - 1)
         cid = (ijk[:, 0] * self.n + ijk[:, 1]) * self.n + ijk[:, 2]
         self.order = np.argsort(cid, kind="stable")
-        n3 = self.n**3
-        self.start = np.searchsorted(cid[self.order], np.arange(n3))
+        self.start = np.searchsorted(cid[self.order], np.arange(self.n**3))
         self.count = np.diff(np.append(self.start, len(cid)))
 
-    def rows_near(self, lo: np.ndarray, hi: np.ndarray, pad: float) -> np.ndarray:
-        """Rows of every galaxy within ``pad`` (per axis, periodic) of the box [lo, hi]."""
+    def rows_near(self, lo: np.ndarray, hi: np.ndarray, pad: np.ndarray) -> np.ndarray:
+        """Sorted rows of every galaxy within ``pad[a]`` (periodic) of [lo, hi] along each axis."""
         idx = []
         for a in range(3):
-            if hi[a] - lo[a] + 2 * pad >= self.box - self.g:
+            if hi[a] - lo[a] + 2 * pad[a] >= self.box - self.g:
                 idx.append(np.arange(self.n))
             else:
-                i0 = int(np.floor((lo[a] - pad) / self.g))
-                i1 = int(np.floor((hi[a] + pad) / self.g))
+                i0 = int(np.floor((lo[a] - pad[a]) / self.g))
+                i1 = int(np.floor((hi[a] + pad[a]) / self.g))
                 idx.append(np.unique(np.mod(np.arange(i0, i1 + 1), self.n)))
         if all(len(i) == self.n for i in idx):
             return np.arange(len(self.order))
@@ -243,39 +242,56 @@ class _GalaxyGrid:
         return np.sort(self.order[_ragged_rows(self.start[ids], self.count[ids])])
 
 
-def _chunk_views(cen_pos: np.ndarray, box: float, chunk_size: int) -> list[np.ndarray]:
-    """Group views into chunks of at most ``chunk_size`` whose centres share a box cell."""
-    n_views = len(cen_pos)
-    if n_views == 0:
-        return []
-    n_c = max(1, int(round((n_views / chunk_size) ** (1 / 3))))
-    ijk = np.clip(np.floor(cen_pos / box * n_c).astype(np.int64), 0, n_c - 1)
-    cid = (ijk[:, 0] * n_c + ijk[:, 1]) * n_c + ijk[:, 2]
-    order = np.argsort(cid, kind="stable")
-    bounds = np.flatnonzero(np.diff(cid[order])) + 1
-    chunks = []
-    for group in np.split(order, bounds):
-        for s in range(0, len(group), chunk_size):
-            chunks.append(np.sort(group[s:s + chunk_size]))
+def _chunk_views(cen_pos: np.ndarray, kind: np.ndarray, box: float, chunk_size: int,
+                 pad: float) -> list[tuple[int, np.ndarray]]:
+    """Group views into chunks ``(kind, view indices)`` of one kind and one cell of the box.
+
+    Axis-aligned views (kind 0/1/2) are grouped in columns along their axis (a grid in the sky
+    plane), so a chunk needs only the galaxies of a column; other views (kind -1) in cubic
+    cells no smaller than twice the cylinder depth ``pad``. Cells hold about ``chunk_size``
+    views; a chunk may hold more when cells cannot shrink (it then cuts them in batches).
+    """
+    chunks: list[tuple[int, np.ndarray]] = []
+    for kd in (0, 1, 2, -1):
+        sel = np.flatnonzero(kind == kd)
+        if sel.size == 0:
+            continue
+        if kd >= 0:
+            dims = [i for i in (0, 1, 2) if i != kd]
+            n_c = max(1, int(round(np.sqrt(sel.size / chunk_size))))
+        else:
+            dims = [0, 1, 2]
+            n_c = max(1, int(round((sel.size / chunk_size) ** (1 / 3))))
+            n_c = min(n_c, max(1, int(box // (2 * pad))))
+        ijk = np.clip(np.floor(cen_pos[sel][:, dims] / box * n_c).astype(np.int64), 0, n_c - 1)
+        cid = np.ravel_multi_index(tuple(ijk.T), (n_c,) * len(dims))
+        order = np.argsort(cid, kind="stable")
+        bounds = np.flatnonzero(np.diff(cid[order])) + 1
+        for group in np.split(order, bounds):
+            chunks.append((kd, np.sort(sel[group])))
     return chunks
 
 
-def _tasks(catalog: Catalog, plan: dict[str, np.ndarray], views: list[np.ndarray],
-           common: dict[str, Any], grid: _GalaxyGrid, pad: float,
+def _tasks(catalog: Catalog, plan: dict[str, np.ndarray], chunks: list[tuple[int, np.ndarray]],
+           common: dict[str, Any], grid: _GalaxyGrid, r_pad: float, depth_pad: float,
            gal: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
     """Yield the task of each chunk (its views and the galaxies of its padded region)."""
     halos = catalog.halos
-    for sel in views:
+    for kind, sel in chunks:
         hr = plan["halo_row"][sel]
         cen = np.column_stack([halos[c][hr] for c in ("x", "y", "z")]).astype(float)
+        pad = np.full(3, depth_pad)
+        if kind >= 0:
+            pad[:] = r_pad
+            pad[kind] = np.inf  # the whole column along the line of sight
         rows = grid.rows_near(cen.min(axis=0), cen.max(axis=0), pad)
         yield {
             **common,
+            "kind": int(kind),
             "view_id": sel,
             "cen_pos": cen,
             "cen_vel": np.column_stack([halos[c][hr] for c in ("vx", "vy", "vz")]).astype(float),
             "los": plan["los"][sel],
-            "axis": plan["axis"][sel],
             "halo_id": np.asarray(halos["id"])[hr],
             "halo_row": hr,
             "los_index": plan["los_index"][sel],
@@ -312,8 +328,9 @@ def _run_dask(tasks: Iterator[dict[str, Any]], n_chunks: int, client: Any,
         nxt = next(task_iter, None)
         if nxt is not None:
             i, task = nxt
-            fut = client.submit(K.observe_chunk, task, pure=False, key=f"observe-chunk-{i}-"
-                                + os.urandom(4).hex())
+            payload = client.scatter([task], hash=False)[0]
+            fut = client.submit(K.observe_chunk, payload, pure=False,
+                                key=f"observe-chunk-{i}-" + os.urandom(4).hex())
             index[fut.key] = i
             ac.add(fut)
 
@@ -394,7 +411,7 @@ def observe(
     seed: int = 0,
     workers: int | None = None,
     dask_scheduler: Any = None,
-    chunk_size: int = 2000,
+    chunk_size: int = 500,
     progress: bool = False,
     universe_sha256: str | None = None,
 ) -> Observations:
@@ -440,7 +457,7 @@ def observe(
     dask_scheduler : str or distributed.Client, optional
         Run on this Dask scheduler (address) or client.
     chunk_size : int
-        Views per chunk (results do not depend on it).
+        Views per chunk, about (results do not depend on it).
     progress : bool
         Show a progress bar.
     universe_sha256 : str, optional
@@ -492,15 +509,17 @@ def observe(
         log.warning("the cylinder's line-of-sight half-depth (%.1f Mpc/h) exceeds half the box "
                     "(%.1f Mpc/h): each galaxy is seen once, at its nearest periodic image",
                     half_depth, box / 2)
-    pad = float(np.hypot(half_depth, r_cand)) + 1e-6
+    depth_pad = float(np.hypot(half_depth, r_cand)) + 1e-6
+    r_pad = r_cand * (1 + 1e-6) + 1e-6
 
     common = {"box": box, "aperture": float(aperture), "vcut": float(vcut), "redshift": z,
-              "half_depth": half_depth, "table": table, "sampling_rate": float(sampling_rate),
-              "seed": int(seed), "center": center}
+              "half_depth": half_depth, "u_gal_max": u_gal, "table": table,
+              "sampling_rate": float(sampling_rate), "seed": int(seed), "center": center,
+              "batch": int(chunk_size)}
     cen_all = np.column_stack([halos[c][plan["halo_row"]] for c in ("x", "y", "z")])
-    chunks = _chunk_views(cen_all.astype(float), box, int(chunk_size))
-    grid = _GalaxyGrid(gal["pos"], box, pad / 2)
-    tasks = _tasks(catalog, plan, chunks, common, grid, pad, gal)
+    chunks = _chunk_views(cen_all.astype(float), plan["axis"], box, int(chunk_size), depth_pad)
+    grid = _GalaxyGrid(gal["pos"], box, 4 * r_cand)
+    tasks = _tasks(catalog, plan, chunks, common, grid, r_pad, depth_pad, gal)
     client, owned = _client(workers, dask_scheduler)
     try:
         if client is None:
@@ -619,7 +638,7 @@ _OBSERVE_KW: dict[str, Any] = {
     "min_members": 10, "n_los": 3, "flat_mass_function": False, "flat_target": None,
     "flat_bin_dex": FLAT_BIN_DEX, "flat_density": FLAT_DENSITY, "max_los": MAX_LOS,
     "sampling_rate": 1.0, "center": "true", "seed": 0, "workers": None, "dask_scheduler": None,
-    "chunk_size": 2000, "progress": False,
+    "chunk_size": 500, "progress": False,
 }
 
 

@@ -451,8 +451,18 @@ def _load_tables(path: Path, fmt: str | None) -> dict[str, dict[str, np.ndarray]
             if not tables:
                 tables["table"] = _h5_table(fh)
             return tables
-    astropy_fmt = {"csv": "ascii.csv", "parquet": "parquet", "pq": "parquet", "fits": "fits",
-                   "fit": "fits", "ecsv": "ascii.ecsv"}.get(ext)
+    if ext in ("parquet", "pq"):
+        import pyarrow.parquet as pq
+
+        try:
+            t = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError on foreign files
+            raise InputError(f"cannot read as Parquet (truncated or foreign file?): {exc}",
+                             path=path) from exc
+        if t.num_rows == 0:
+            raise InputError("table has no rows", path=path)
+        return {"table": {c: t.column(c).to_numpy() for c in t.column_names}}
+    astropy_fmt = {"csv": "ascii.csv", "fits": "fits", "fit": "fits", "ecsv": "ascii.ecsv"}.get(ext)
     if astropy_fmt is None:
         raise InputError(f"unknown table format '{ext}' (use .h5/.hdf5, .parquet, .csv, .fits)",
                          path=path)
@@ -465,7 +475,14 @@ def _load_tables(path: Path, fmt: str | None) -> dict[str, dict[str, np.ndarray]
                          path=path) from exc
     if len(t) == 0:
         raise InputError("table has no rows", path=path)
-    return {"table": {c: np.asarray(t[c]) for c in t.colnames}}
+    out = {}
+    for c in t.colnames:
+        mask = getattr(t[c], "mask", None)
+        if mask is not None and np.any(mask):
+            raise InputError(f"{int(np.sum(mask))} empty or missing values (truncated file?), "
+                             f"first at row {int(np.flatnonzero(mask)[0])}", path=path, column=c)
+        out[c] = np.asarray(t[c])
+    return {"table": out}
 
 
 def _h5_table(node) -> dict[str, np.ndarray]:

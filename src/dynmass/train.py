@@ -199,7 +199,11 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: record.get(k) for k in _RESUME_KEYS}
     out["model_settings"] = {k: v for k, v in (record.get("model_settings") or {}).items()
                              if k not in _RUNTIME_SETTINGS}
-    return json.loads(json.dumps(out, sort_keys=True, default=str))
+    return _jsonable(out)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
 def _fit(model: Estimator, obs: Observations, seed: int, features: np.ndarray | None,
@@ -430,6 +434,15 @@ def _run_fold(out: Path, f: int, obs: Observations, train: np.ndarray, test: np.
             reused = True
         except InputError as exc:
             log.warning("retraining fold %d: %s", f, exc)
+        if model is not None:
+            expected = _make_model(model_name, model_settings, device)
+            mine = {k: v for k, v in model.settings.items() if k not in _RUNTIME_SETTINGS}
+            want = {k: v for k, v in expected.settings.items() if k not in _RUNTIME_SETTINGS}
+            if model.name != model_name or _jsonable(mine) != _jsonable(want):
+                raise SettingsMismatchError(
+                    f"saved fold model is a '{model.name}' with settings {mine}, but this run "
+                    f"trains '{model_name}' with {want}; use another folder or --no-resume",
+                    path=path)
     _barrier()  # every rank decided before rank 0 may write this fold's file
     if model is None:
         model = _make_model(model_name, model_settings, device)

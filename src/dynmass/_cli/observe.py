@@ -55,8 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="run on a local Dask cluster of N worker processes")
     dask.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                       help="run on this Dask scheduler (e.g. tcp://host:8786)")
-    p.add_argument("--chunk-size", type=int, default=2000,
-                   help="views per chunk (results do not depend on it; default 2000)")
+    p.add_argument("--chunk-size", type=int, default=500,
+                   help="views per chunk (results do not depend on it; default 500)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.set_defaults(func=run)
 

@@ -435,6 +435,7 @@ class TorchEstimator(Estimator):
             sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
                                          seed=seed, drop_last=False)
         epochs, patience = int(s["epochs"]), int(s["patience"])
+        acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
         bar = None
         if progress and rank == 0:
             from tqdm.auto import tqdm
@@ -452,7 +453,7 @@ class TorchEstimator(Estimator):
                     order = torch.randperm(n, generator=gen)
                 t_epoch = time.perf_counter()
                 net.train()
-                sum_loss = torch.zeros((), dtype=torch.float64, device=device)
+                sum_loss = torch.zeros((), dtype=acc, device=device)
                 count = 0
                 for start in range(0, len(order), batch):
                     idx = order[start:start + batch].to(data_dev)
@@ -466,9 +467,9 @@ class TorchEstimator(Estimator):
                     scaler.scale(loss).backward()
                     scaler.step(opt)
                     scaler.update()
-                    sum_loss += loss.detach().double() * len(idx)
+                    sum_loss += loss.detach().to(acc) * len(idx)
                     count += len(idx)
-                tot = torch.stack([sum_loss, torch.tensor(float(count), dtype=torch.float64,
+                tot = torch.stack([sum_loss, torch.tensor(float(count), dtype=acc,
                                                           device=device)])
                 if is_dist:
                     dist.all_reduce(tot)
@@ -477,7 +478,7 @@ class TorchEstimator(Estimator):
                 if len(Xva_t):
                     val_loss = self._loss(net, Xva_t, tva_t, device, amp)
                     if is_dist:  # identical decisions on every rank
-                        v = torch.tensor([val_loss], dtype=torch.float64, device=device)
+                        v = torch.tensor([val_loss], dtype=acc, device=device)
                         dist.broadcast(v, 0)
                         val_loss = float(v[0])
                 record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,

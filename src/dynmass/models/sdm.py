@@ -279,7 +279,7 @@ class SDM(Estimator):
         "dims": 1,
         "k": 4,
         "kernel": "exp",
-        "sigma_factors": [0.25, 0.5, 1.0, 2.0, 4.0],
+        "sigma_factors": [0.5, 1.0, 2.0, 4.0, 8.0],
         "C_grid": [0.1, 1.0, 10.0],
         "nu_grid": [0.3, 0.6],
         "inner_folds": 3,

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BOX = 400.0
 #: Default redshift of the snapshot (that of Ho et al. 2019).
 DEFAULT_REDSHIFT = 0.117
+#: Halos populated at once (bounds the memory of the galaxy arrays).
+_POPULATE_CHUNK = 20_000
 
 
 @dataclass
@@ -74,6 +76,9 @@ class UniverseSettings:
         Scatter in central stellar mass at fixed halo mass, dex.
     unresolved_velocities : bool
         Add the linear velocity dispersion of modes finer than the grid to halo velocities.
+    fixed_amplitude : bool
+        Linear field with fixed mode amplitudes and random phases (Angulo & Pontzen 2016):
+        less cosmic variance in two-point statistics of small boxes.
     """
 
     box_size: float = DEFAULT_BOX
@@ -90,6 +95,7 @@ class UniverseSettings:
     conc_scatter_dex: float = 0.16
     smhm_scatter_dex: float = 0.2
     unresolved_velocities: bool = True
+    fixed_amplitude: bool = False
 
     def __post_init__(self) -> None:
         self.cosmology = validate_cosmology(dict(self.cosmology))
@@ -141,7 +147,8 @@ def iter_universe_chunks(
     cosmo, z, box = s.cosmology, s.redshift, s.box_size
     root = np.random.SeedSequence(s.seed)
     field_seq, halo_seq = root.spawn(2)
-    field = make_linear_field(s.grid, box, z, cosmo, np.random.default_rng(field_seq))
+    field = make_linear_field(s.grid, box, z, cosmo, np.random.default_rng(field_seq),
+                              fixed_amplitude=s.fixed_amplitude)
     xi_grid = field.grid_correlation()
     vel = field.velocity_grids()
     table = MassFunctionTable(z, cosmo, s.min_mass, s.max_mass)
@@ -179,14 +186,18 @@ def iter_universe_chunks(
         halos["r200c"] = r200c_comoving(masses, z, cosmo)
         halos["bias"] = np.full(n, bias, dtype=np.float32)
         next_id += n
-        galaxies = populate(
-            halos, box, z, cosmo, rng,
-            mstar_min=s.mstar_min, beta=s.beta, velocity_bias=s.velocity_bias,
-            conc_scatter_dex=s.conc_scatter_dex, smhm_scatter_dex=s.smhm_scatter_dex,
-            concentration_table=conc_tab,
-        )
-        log.debug("mass bin %d: %d halos (bias %.2f), %d galaxies", b, n, bias, len(galaxies["x"]))
-        yield halos, galaxies
+        # populate in pieces of <= _POPULATE_CHUNK halos to bound the galaxy arrays in memory
+        for lo in range(0, n, _POPULATE_CHUNK):
+            part = {k: v[lo:lo + _POPULATE_CHUNK] for k, v in halos.items()}
+            galaxies = populate(
+                part, box, z, cosmo, rng,
+                mstar_min=s.mstar_min, beta=s.beta, velocity_bias=s.velocity_bias,
+                conc_scatter_dex=s.conc_scatter_dex, smhm_scatter_dex=s.smhm_scatter_dex,
+                concentration_table=conc_tab,
+            )
+            log.debug("mass bin %d: %d halos (bias %.2f), %d galaxies", b, len(part["id"]), bias,
+                      len(galaxies["x"]))
+            yield part, galaxies
 
 
 def _mean_bias(

@@ -75,7 +75,7 @@ def _kgrid(n_grid: int, box_size: float) -> tuple[np.ndarray, np.ndarray, np.nda
     return k1[:, None, None], k1[None, :, None], kz[None, None, :]
 
 
-@dataclass
+@dataclass(eq=False)
 class LinearField:
     """One realisation of the linear density field on a periodic FFT grid.
 
@@ -113,13 +113,19 @@ class LinearField:
         return np.pi / self.cell_size
 
     def grid_correlation(self) -> np.ndarray:
-        """Correlation function of the field between grid nodes (float64 real grid)."""
+        """Correlation function of the field between grid nodes (float32 real grid)."""
         n3 = float(self.n_grid) ** 3
-        xi = scipy.fft.irfftn(
-            self.power_grid.astype(np.float64) * (n3 / self.box_size**3),
+        return scipy.fft.irfftn(
+            self.power_grid * np.float32(n3 / self.box_size**3),
             s=(self.n_grid,) * 3, workers=_WORKERS,
-        )
-        return xi
+        ).astype(np.float32, copy=False)
+
+    def _inverse_power(self) -> np.ndarray:
+        if getattr(self, "_inv_p", None) is None:
+            p_lin = self.power_grid * np.float32(float(self.n_grid) ** 3 / self.box_size**3)
+            with np.errstate(divide="ignore"):
+                self._inv_p = np.where(p_lin > 0, 1.0 / p_lin, 0.0).astype(np.float32)
+        return self._inv_p
 
     def biased_density(self, bias: float, xi_grid: np.ndarray | None = None) -> np.ndarray:
         """Log-normal relative density of a tracer with linear bias ``bias``.
@@ -144,17 +150,23 @@ class LinearField:
             raise InputError(f"bias {bias} must be positive", column="bias")
         if xi_grid is None:
             xi_grid = self.grid_correlation()
-        arg = np.maximum(1.0 + bias**2 * xi_grid, 1e-6)
-        p_gauss = scipy.fft.rfftn(np.log(arg), workers=_WORKERS).real
-        p_lin = self.power_grid.astype(np.float64) * (float(self.n_grid) ** 3 / self.box_size**3)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(p_lin > 0, np.sqrt(np.clip(p_gauss, 0, None) / p_lin), 0.0)
-        delta_g = scipy.fft.irfftn(
-            (self.delta_k * ratio.astype(np.float32)), s=(self.n_grid,) * 3, workers=_WORKERS
-        ).astype(np.float32)
-        var = float(np.mean(delta_g.astype(np.float64) ** 2))
-        out = np.exp(delta_g - np.float32(0.5 * var))
-        return out
+        arg = xi_grid * np.float32(bias**2)
+        arg += np.float32(1.0)
+        np.maximum(arg, np.float32(1e-6), out=arg)
+        np.log(arg, out=arg)
+        p_gauss = scipy.fft.rfftn(arg, workers=_WORKERS)
+        del arg
+        ratio = np.clip(p_gauss.real, 0, None).astype(np.float32)
+        del p_gauss
+        ratio *= self._inverse_power()
+        np.sqrt(ratio, out=ratio)
+        delta_g = scipy.fft.irfftn(self.delta_k * ratio, s=(self.n_grid,) * 3,
+                                   workers=_WORKERS).astype(np.float32, copy=False)
+        del ratio
+        var = float(np.mean(np.square(delta_g, dtype=np.float64)))
+        delta_g -= np.float32(0.5 * var)
+        np.exp(delta_g, out=delta_g)
+        return delta_g
 
     def velocity_grids(self) -> list[np.ndarray]:
         """Linear-theory peculiar velocity field v_k = i a H f delta_k k / k^2.
@@ -180,7 +192,12 @@ class LinearField:
 
 
 def make_linear_field(
-    n_grid: int, box_size: float, redshift: float, cosmo: dict[str, Any], rng: np.random.Generator
+    n_grid: int,
+    box_size: float,
+    redshift: float,
+    cosmo: dict[str, Any],
+    rng: np.random.Generator,
+    fixed_amplitude: bool = False,
 ) -> LinearField:
     """Draw a Gaussian random field with the linear power spectrum on a periodic grid.
 
@@ -199,6 +216,10 @@ def make_linear_field(
         Cosmological parameters.
     rng : numpy.random.Generator
         Random generator (consumed).
+    fixed_amplitude : bool
+        Set every mode's amplitude to its expectation, keeping random phases ("fixed" fields
+        of Angulo & Pontzen 2016, MNRAS 462, L1): two-point statistics then lack most of the
+        cosmic variance of a small box.
 
     Returns
     -------
@@ -217,6 +238,11 @@ def make_linear_field(
     white = rng.standard_normal((n_grid,) * 3, dtype=np.float32)
     delta_k = scipy.fft.rfftn(white, workers=_WORKERS).astype(np.complex64)
     del white
+    if fixed_amplitude:
+        amp = np.abs(delta_k)
+        amp[amp == 0] = 1.0
+        delta_k *= np.float32(n_grid**1.5) / amp
+        del amp
     delta_k *= np.sqrt(power * np.float32(n_grid**3 / box_size**3))
     return LinearField(delta_k, power, n_grid, float(box_size), float(redshift), cosmo)
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
-from scipy.special import digamma
 from scipy.spatial import cKDTree
+from scipy.special import digamma
 
 from dynmass._io import atomic_path, atomic_write_json
 from dynmass.catalog import Catalog, read_catalog
@@ -245,6 +245,7 @@ def _plot(out_dir: Path, hmf: dict, vel: dict, clu: dict, cat: Catalog) -> list[
     files = []
 
     def save(fig, name):
+        fig.tight_layout()
         with atomic_path(out_dir / name) as tmp:
             fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
