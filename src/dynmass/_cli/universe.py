@@ -12,7 +12,7 @@ from dynmass.errors import InputError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``universe`` subcommand."""
-    from dynmass.universe.build import DEFAULT_BOX, DEFAULT_REDSHIFT
+    from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT
 
     p = sub.add_parser(
         "universe",
@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or convert, write the catalog, print a one-line JSON summary."""
-    from dynmass.universe.build import DEFAULT_BOX, DEFAULT_REDSHIFT, write_universe
+    from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT
+    from dynmass.universe.build import write_universe
 
     cosmo = json.loads(args.cosmology) if args.cosmology else None
     t0 = time.perf_counter()

@@ -12,31 +12,39 @@
   b^2 xi_lin, with figures (:func:`check_catalog_file`, used by ``dynmass check``).
 """
 
-from dynmass.universe.build import (
-    DEFAULT_BOX,
-    DEFAULT_REDSHIFT,
-    UniverseSettings,
-    build_universe,
-    iter_universe_chunks,
-    write_universe,
-)
-from dynmass.universe.galaxies import jeans_sigma_r_dimensionless, populate
-from dynmass.universe.massfunction import MassFunctionTable, dndlnm, halo_bias, r200c_comoving
-from dynmass.universe.validate import check_catalog, check_catalog_file
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_BOX",
-    "DEFAULT_REDSHIFT",
-    "UniverseSettings",
-    "build_universe",
-    "iter_universe_chunks",
-    "write_universe",
-    "populate",
-    "jeans_sigma_r_dimensionless",
-    "MassFunctionTable",
-    "dndlnm",
-    "halo_bias",
-    "r200c_comoving",
-    "check_catalog",
-    "check_catalog_file",
-]
+import importlib
+from typing import Any
+
+#: Default box side, comoving Mpc/h, and redshift (kept here so the CLI imports nothing heavy).
+DEFAULT_BOX = 400.0
+DEFAULT_REDSHIFT = 0.117
+
+_EXPORTS = {
+    "UniverseSettings": "dynmass.universe.build",
+    "build_universe": "dynmass.universe.build",
+    "iter_universe_chunks": "dynmass.universe.build",
+    "write_universe": "dynmass.universe.build",
+    "populate": "dynmass.universe.galaxies",
+    "jeans_sigma_r_dimensionless": "dynmass.universe.galaxies",
+    "MassFunctionTable": "dynmass.universe.massfunction",
+    "dndlnm": "dynmass.universe.massfunction",
+    "halo_bias": "dynmass.universe.massfunction",
+    "r200c_comoving": "dynmass.universe.massfunction",
+    "check_catalog": "dynmass.universe.validate",
+    "check_catalog_file": "dynmass.universe.validate",
+}
+
+__all__ = ["DEFAULT_BOX", "DEFAULT_REDSHIFT", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API lazily (keeps ``dynmass --help`` fast)."""
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dynmass.universe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

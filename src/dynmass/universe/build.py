@@ -25,6 +25,10 @@ from dynmass._io import atomic_path, provenance, to_json
 from dynmass.catalog import GALAXY_COLUMNS, HALO_COLUMNS, Catalog
 from dynmass.cosmology import MDPL2, validate_cosmology
 from dynmass.errors import InputError
+
+# Default box 400 Mpc/h (~5,900 halos above 10^13.5 Msun/h, ~1.1 million galaxies) and redshift
+# 0.117 (that of Ho et al. 2019) are defined in dynmass.universe (light for the CLI).
+from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT
 from dynmass.universe.field import (
     cic_interpolate,
     make_linear_field,
@@ -36,10 +40,6 @@ from dynmass.universe.massfunction import MassFunctionTable, halo_bias, r200c_co
 
 log = logging.getLogger(__name__)
 
-#: Default box side, comoving Mpc/h: ~5,800 halos above 10^13.5 Msun/h, ~1.1 million galaxies.
-DEFAULT_BOX = 400.0
-#: Default redshift of the snapshot (that of Ho et al. 2019).
-DEFAULT_REDSHIFT = 0.117
 #: Halos populated at once (bounds the memory of the galaxy arrays).
 _POPULATE_CHUNK = 20_000
 
