@@ -1,5 +1,5 @@
-"""Benchmark of the mock universe: build time and peak memory of the default box and of a
-1 Gpc/h box (streamed to file, bounded memory), and the time of the validation report.
+"""Benchmark of the mock universe: build time and peak memory against box size (200, 300,
+400 = default, 600 Mpc/h at the default mass cut) and of a 1 Gpc/h box (streamed to file, bounded memory), and the time of the validation report.
 
 Each point runs in a fresh Python process so that its peak resident memory is its own.
 ``python benchmarks/bench_universe.py [--quick]`` prints the numbers as JSON.
@@ -67,6 +67,11 @@ def run(quick: bool = False) -> dict:
                               "check": not quick})
         for k, v in default.items():
             out[f"default_{k}"] = float(v)
+        for box in ((200.0,) if quick else (200.0, 300.0, 600.0)):
+            point = _run_point({"name": f"box{int(box)}", "dir": tmp,
+                                "settings": {"box_size": box, "seed": 0}})
+            for k in ("build_s", "peak_rss_mb", "n_halos", "n_galaxies"):
+                out[f"box{int(box)}_{k}"] = float(point[k])
         big_settings = ({"box_size": 1000.0, "min_mass": 1e14, "grid": 128, "seed": 0} if quick
                         else {"box_size": 1000.0, "min_mass": 1e13, "grid": 256, "seed": 0})
         big = _run_point({"name": "gpc", "dir": tmp, "settings": big_settings})

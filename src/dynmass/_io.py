@@ -145,6 +145,39 @@ def open_hdf5(path: str | os.PathLike, kind: str | None = None) -> h5py.File:
     return fh
 
 
+#: Exceptions h5py raises on damaged content (bad signatures, addresses past the end of the
+#: file, unreadable attributes or chunks, names decoded as bytes) once a file has opened.
+HDF5_READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, RuntimeError, KeyError, ValueError, TypeError,
+)
+
+
+@contextlib.contextmanager
+def hdf5_read_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Turn h5py's errors on damaged content inside the block into :class:`InputError`.
+
+    A file whose header opens may still be corrupted further in; h5py then raises
+    ``OSError``, ``RuntimeError``, ``KeyError``, ``ValueError`` or ``TypeError`` while reading. This context
+    re-raises those as an :class:`InputError` naming ``path`` (an :class:`InputError` raised in
+    the block passes unchanged).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file being read, named in the message.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except HDF5_READ_ERRORS as exc:
+        raise InputError(
+            f"damaged or unreadable HDF5 content (corrupted or truncated file?): "
+            f"{type(exc).__name__}: {exc}",
+            path=path,
+        ) from exc
+
+
 def read_json_attr(fh: h5py.File | h5py.Group, name: str, path: object = None) -> Any:
     """Read a JSON-encoded attribute; a clear error names the file and attribute when absent."""
     if name not in fh.attrs:

@@ -67,6 +67,7 @@ import numpy as np
 from dynmass._io import (
     atomic_path,
     atomic_write_json,
+    hdf5_read_errors,
     open_hdf5,
     provenance,
     read_json_attr,
@@ -385,7 +386,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         If the file is missing, not HDF5, not a dynmass bundle (a single model file gets a
         hint to run ``dynmass bundle``) or incomplete.
     """
-    with open_hdf5(path) as fh:
+    with hdf5_read_errors(path), open_hdf5(path) as fh:
         kind = fh.attrs.get("dynmass_kind")
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind != "bundle":
@@ -432,6 +433,8 @@ def read_predictions(path: str | os.PathLike) -> Calibration:
     for col in PREDICTION_COLUMNS:
         if col not in t.colnames:
             raise InputError("required column is missing", path=path, column=col)
+    if len(t) == 0:
+        raise InputError("no rows (the header only)", path=path)
     arrays = {}
     for col in PREDICTION_COLUMNS:
         arr = np.ma.filled(np.ma.asarray(t[col]).astype(float), np.nan)

@@ -25,7 +25,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dynmass._io import atomic_path, open_hdf5, provenance, read_json_attr, to_json
+from dynmass._io import (
+    atomic_path,
+    hdf5_read_errors,
+    open_hdf5,
+    provenance,
+    read_json_attr,
+    to_json,
+)
 from dynmass.cosmology import MDPL2, validate_cosmology
 from dynmass.errors import InputError
 
@@ -142,11 +149,7 @@ def _validate_table(
         arr = np.asarray(values)
         if arr.ndim != 1 or arr.shape[0] != n:
             raise InputError(f"has shape {arr.shape}, expected ({n},)", path, f"{name}/{col}")
-        if col in _INT_COLUMNS:
-            arr = arr.astype(np.int64, copy=False)
-        elif col in _BOOL_COLUMNS:
-            arr = arr.astype(bool, copy=False)
-        elif arr.dtype.kind == "f":
+        if arr.dtype.kind == "f":  # before any cast: NaN would become an arbitrary integer
             bad = ~np.isfinite(arr)
             if bad.any():
                 raise InputError(
@@ -155,6 +158,14 @@ def _validate_table(
                     path,
                     f"{name}/{col}",
                 )
+        if col in _INT_COLUMNS:
+            if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
+                row = int(np.flatnonzero(arr != np.round(arr))[0])
+                raise InputError(f"non-integer id at row {row} (value {arr[row]})", path,
+                                 f"{name}/{col}")
+            arr = arr.astype(np.int64, copy=False)
+        elif col in _BOOL_COLUMNS:
+            arr = arr.astype(bool, copy=False)
         if col in ("x", "y", "z"):
             outside = (arr < 0) | (arr >= box_size)
             if outside.any():
@@ -230,7 +241,7 @@ def read_catalog(path: str | os.PathLike, columns: dict[str, list[str]] | None =
     InputError
         Missing file, foreign or truncated file, missing columns, bad values.
     """
-    with open_hdf5(path, kind="catalog") as fh:
+    with hdf5_read_errors(path), open_hdf5(path, kind="catalog") as fh:
         if not fh.attrs.get("complete", False):
             raise InputError("file is incomplete (interrupted write?)", path)
         tables = {}

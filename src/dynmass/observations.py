@@ -26,7 +26,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from dynmass._io import atomic_path, open_hdf5, provenance, read_json_attr, to_json
+from dynmass._io import (
+    atomic_path,
+    hdf5_read_errors,
+    open_hdf5,
+    provenance,
+    read_json_attr,
+    to_json,
+)
 from dynmass.errors import InputError, SettingsMismatchError
 
 CLUSTER_COLUMNS: tuple[str, ...] = (
@@ -340,7 +347,7 @@ def read_observations(path: str | os.PathLike) -> Observations:
     InputError
         Missing, truncated or foreign file; missing datasets; inconsistent offsets.
     """
-    with open_hdf5(path, kind="observations") as fh:
+    with hdf5_read_errors(path), open_hdf5(path, kind="observations") as fh:
         if not fh.attrs.get("complete", False):
             raise InputError("file is incomplete (interrupted write?)", path)
         if "clusters" not in fh:
@@ -360,7 +367,7 @@ def observation_attrs(path: str | os.PathLike) -> dict[str, Any]:
     """Root attributes of an observations file (settings decoded), without reading data."""
     import json
 
-    with open_hdf5(path, kind="observations") as fh:
+    with hdf5_read_errors(path), open_hdf5(path, kind="observations") as fh:
         out = {}
         for k, v in fh.attrs.items():
             if isinstance(v, bytes):

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from dynmass._io import hdf5_read_errors
 from dynmass.catalog import Catalog
 from dynmass.cosmology import MDPL2, colossus_cosmology, little_h, validate_cosmology
 from dynmass.errors import InputError
@@ -92,6 +93,15 @@ def _finite(arr: np.ndarray, path: Path, col: str) -> np.ndarray:
                 f"{int(bad.sum())} non-finite (NaN or infinite) values, first at row "
                 f"{int(np.flatnonzero(bad)[0])}", path=path, column=col)
     return arr
+
+
+def _integers(arr: np.ndarray, path: Path, col: str) -> np.ndarray:
+    """``arr`` as int64; non-integral values raise :class:`InputError` instead of truncating."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and np.any(arr != np.round(arr)):
+        r = int(np.flatnonzero(arr != np.round(arr))[0])
+        raise InputError(f"non-integer id at row {r} (value {arr[r]})", path=path, column=col)
+    return arr.astype(np.int64)
 
 
 def _wrap_or_check(pos: dict[str, np.ndarray], box: float, wrap: bool, path: Path, names: dict) -> None:
@@ -443,7 +453,7 @@ def _load_tables(path: Path, fmt: str | None) -> dict[str, dict[str, np.ndarray]
             fh = h5py.File(path, "r")
         except OSError as exc:
             raise InputError(f"not a readable HDF5 file (truncated or foreign?): {exc}", path=path) from exc
-        with fh:
+        with hdf5_read_errors(path), fh:
             tables = {}
             for name in ("halos", "galaxies"):
                 if name in fh:
@@ -602,8 +612,9 @@ def read_table(
     gnames = {c: mapping.get(f"galaxies.{c}", mapping.get(c, c)) for c in "xyz"}
     _wrap_or_check(halos, float(box), wrap, path, hnames)
     _wrap_or_check(gal, float(box), wrap, gpath, gnames)
-    halos["id"] = halos["id"].astype(np.int64)
-    gal["host_id"] = gal["host_id"].astype(np.int64)
+    halos["id"] = _integers(halos["id"], path, mapping.get("halos.id", mapping.get("id", "id")))
+    gal["host_id"] = _integers(gal["host_id"], gpath,
+                               mapping.get("galaxies.host_id", mapping.get("host_id", "host_id")))
     if "is_central" not in gal:
         gal["is_central"] = _infer_centrals(halos, gal, float(box))
     settings = {"reader": "table", "source": str(path.resolve()),
@@ -617,7 +628,7 @@ def _h5_attrs(path: Path) -> dict[str, float]:
         return {}
     import h5py
 
-    with h5py.File(path, "r") as fh:
+    with hdf5_read_errors(path), h5py.File(path, "r") as fh:
         return {k: float(fh.attrs[k]) for k in ("box_size", "redshift") if k in fh.attrs}
 
 

@@ -73,11 +73,12 @@ class ReproduceSettings:
     def preset(cls, quick: bool, **overrides: Any) -> ReproduceSettings:
         """The quick (demo) or full preset, with ``overrides`` applied."""
         if quick:
-            base = cls(quick=True, folds=5, sampling_max_views=1500,
-                       observe={"flat_mass_function": True},
-                       model_settings={"sdm": {"max_train_views": 1500}})
+            base = cls(quick=True, folds=5, sampling_max_views=500,
+                       observe={"flat_mass_function": True, "flat_target": 40},
+                       model_settings={"sdm": {"max_train_views": 1000}})
         else:
-            base = cls(quick=False, folds=10, observe={"flat_mass_function": True})
+            base = cls(quick=False, folds=10, box_size=700.0, sampling_max_views=2000,
+                       observe={"flat_mass_function": True, "flat_target": 126})
         for key, val in overrides.items():
             if val is not None:
                 setattr(base, key, val)
@@ -102,7 +103,7 @@ def reproduce(out_dir: str | Path, settings: ReproduceSettings) -> dict[str, Any
     from dynmass.evaluate import evaluate_runs
     from dynmass.observe import observe_file
     from dynmass.train import cross_validate
-    from dynmass.universe import build_universe_file
+    from dynmass.universe import write_universe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +114,7 @@ def reproduce(out_dir: str | Path, settings: ReproduceSettings) -> dict[str, Any
     t0 = time.perf_counter()
     if not universe.exists():
         kw = {} if settings.box_size is None else {"box_size": settings.box_size}
-        build_universe_file(universe, seed=settings.seed, **kw)
+        write_universe(universe, seed=settings.seed, **kw)
     timing["universe_s"] = time.perf_counter() - t0
 
     observations = out / "observations.h5"
@@ -152,7 +153,7 @@ def compare_with_paper(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, m in metrics.get("models", metrics).items():
         if not isinstance(m, dict):
             continue
-        ours = m.get("paper_range", m.get("overall", {}))
+        ours = m.get("paper_range_axes", m.get("paper_range", {}))
         shift = m.get("sampling", {})
         rows[name] = {
             "ours": {

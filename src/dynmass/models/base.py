@@ -21,7 +21,14 @@ from typing import Any, ClassVar
 import h5py
 import numpy as np
 
-from dynmass._io import atomic_path, open_hdf5, provenance, read_json_attr, to_json
+from dynmass._io import (
+    atomic_path,
+    hdf5_read_errors,
+    open_hdf5,
+    provenance,
+    read_json_attr,
+    to_json,
+)
 from dynmass.errors import InputError
 from dynmass.observations import Observations
 
@@ -148,7 +155,7 @@ def load_model(path: str | os.PathLike) -> Estimator:
     InputError
         If the file is missing, not HDF5, not a dynmass model, or incomplete.
     """
-    with open_hdf5(path, kind="model") as fh:
+    with hdf5_read_errors(path), open_hdf5(path, kind="model") as fh:
         if not fh.attrs.get("complete", False):
             raise InputError("model file is incomplete (interrupted write?)", path=path)
         return read_model_group(fh, path)
