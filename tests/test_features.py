@@ -119,3 +119,40 @@ def test_cache_hit_and_miss(tmp_path, rng, monkeypatch):
     F.cached_features(obs, "1d", 48, 0.25, tmp_path, key="abc")
     assert len(list(tmp_path.glob("*.npy"))) == 4
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def _direct_float64(R: np.ndarray, v: np.ndarray, n_bins: int = 48) -> np.ndarray:
+    """Reference: direct float64 evaluation with the covariance floor (grid units)."""
+    x, y = R / (1.6 / n_bins), (v + 2200.0) / (4400.0 / n_bins)
+    cov = np.cov(np.vstack([x, y])) if len(x) > 1 else np.zeros((2, 2))
+    lam, vec = np.linalg.eigh(cov)
+    inv = (vec / (np.maximum(lam, F.SIGMA_FLOOR_BINS**2) * 0.25**2)) @ vec.T
+    g = np.arange(n_bins) + 0.5
+    u, w = g[None, :, None] - x[:, None, None], g[None, None, :] - y[:, None, None]
+    dens = np.exp(-0.5 * (inv[0, 0] * u * u + 2 * inv[0, 1] * u * w + inv[1, 1] * w * w)).sum(0)
+    return dens / dens.sum()
+
+
+def test_factored_and_direct_paths_match_float64(rng, monkeypatch):
+    """The fast (matrix-product) path and the direct fallback agree with float64 evaluation,
+    for ordinary, large, strongly correlated and degenerate views in one call."""
+    views = _views(rng, 6)
+    R = 1.6 * rng.random(400)
+    views.append((R, rng.normal(0, 600, 400)))  # a large view
+    for rho in (0.99, 0.999):  # nearly collinear: outer factor too large -> direct path
+        R = 1.6 * rng.random(30)
+        views.append((R, 2000 * rho * (R / 1.6 - 0.5) + (1 - rho) * rng.normal(0, 500, 30)))
+    views += [(np.array([0.7]), np.array([-40.0])), (np.zeros(0), np.zeros(0))]
+    calls = []
+    direct = F._direct_2d
+    monkeypatch.setattr(F, "_direct_2d", lambda *a: (calls.append(len(a[2]) - 1), direct(*a))[1])
+    for threads in (1, 2):
+        k2 = F.kde2d_arrays(*[np.concatenate(c) for c in zip(*views, strict=True)],
+                            np.r_[0, np.cumsum([len(r) for r, _ in views])], 1.6, 2200.0,
+                            threads=threads)
+        for i, (R, v) in enumerate(views[:-1]):
+            ref = _direct_float64(R, v)
+            tol = 2e-6 if i in (7, 8) else 1.5e-7  # direct float32 path: float32 exponents
+            np.testing.assert_allclose(k2[i], ref, atol=tol * ref.max(), rtol=0)
+        np.testing.assert_allclose(k2[-1], 1 / 48**2)
+    assert calls and all(0 < n < len(views) for n in calls)  # both paths were used

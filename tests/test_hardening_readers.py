@@ -23,8 +23,7 @@ from dynmass.errors import InputError
 from dynmass.readers import read_hlist, read_table
 
 HYP = settings(max_examples=25, deadline=None, derandomize=True, database=None,
-               suppress_health_check=[HealthCheck.too_slow,
-                                      HealthCheck.function_scoped_fixture])
+               suppress_health_check=[HealthCheck.too_slow])
 HALO_REQ = ("id", "x", "y", "z", "vx", "vy", "vz", "m200c")
 GAL_REQ = ("x", "y", "z", "vx", "vy", "vz", "host_id")
 FLOAT_TARGETS = [("halos", c) for c in HALO_REQ if c != "id"] + \

@@ -93,13 +93,37 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+#: The command being run, when the CLI knows it better than ``sys.argv`` (``main(argv)``
+#: called from Python, e.g. by ``dynmass reproduce`` or a notebook); see :func:`recorded_command`.
+_COMMAND: list[str] | None = None
+
+
+@contextlib.contextmanager
+def recorded_command(argv: list[str]) -> Iterator[None]:
+    """Within the block, :func:`provenance` records ``argv`` as the command.
+
+    Parameters
+    ----------
+    argv : list of str
+        The command line, e.g. ``["dynmass", "observe", "u.h5", "-o", "obs.h5"]``.
+    """
+    global _COMMAND
+    previous, _COMMAND = _COMMAND, [str(a) for a in argv]
+    try:
+        yield
+    finally:
+        _COMMAND = previous
+
+
 def provenance() -> dict[str, Any]:
     """Settings record common to every output: version, command line, time, Python."""
+    import shlex
+
     from dynmass import __version__
 
     return {
         "dynmass_version": __version__,
-        "command": " ".join(sys.argv),
+        "command": shlex.join(_COMMAND) if _COMMAND is not None else " ".join(sys.argv),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
     }

@@ -727,6 +727,6 @@ def plot_coverage(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def write_coverage(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a :func:`coverage` result as JSON (atomically)."""
-    atomic_write_json(path, result)
+    """Write a :func:`coverage` result as JSON (atomically), with its provenance."""
+    atomic_write_json(path, {**result, "provenance": provenance()})
     return Path(path)

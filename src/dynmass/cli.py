@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from dynmass import __version__
+from dynmass._io import recorded_command
 from dynmass.errors import DynmassError
 
 #: Order in which subcommands are listed in ``dynmass --help`` (others follow alphabetically).
@@ -44,13 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dynmass`` command; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(asctime)s %(name)s %(levelname)s: %(message)s",
     )
     try:
-        return int(args.func(args) or 0)
+        with recorded_command(["dynmass", *argv]):  # the command every output records
+            return int(args.func(args) or 0)
     except DynmassError as exc:
         print(f"dynmass {args.command}: error: {exc}", file=sys.stderr)
         return 2

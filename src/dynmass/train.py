@@ -173,6 +173,7 @@ def _barrier() -> None:
 def _load_obs(obs: Observations | str | os.PathLike) -> tuple[Observations, Path | None, str]:
     """``(observations, absolute path or None, sha256)`` of a path or an in-memory object."""
     if isinstance(obs, Observations):
+        obs.validate()  # files are validated on reading; in-memory data must be too (NaN R/v)
         h = hashlib.sha256()
         for arr in (obs.R, obs.v, obs.offsets, obs.clusters["halo_id"], obs.clusters["m200c"]):
             h.update(np.ascontiguousarray(arr).tobytes())
@@ -580,7 +581,8 @@ def predict_mock(
     out_csv : path
         Output table: ``halo_id,los,log10_m200c_true,log10_m200c_pred,n_gal`` (and
         ``log10_m200c_pred_std``, the spread over fold models, for run folders); true masses
-        are NaN when unknown.
+        are NaN when unknown. Its settings record (version, command, model, observations)
+        goes to ``<out_csv stem>.settings.json``.
     device : str, optional
         Override the device of torch models.
 
@@ -620,4 +622,10 @@ def predict_mock(
     }
     if len(models) > 1:
         columns["log10_m200c_pred_std"] = P.std(axis=0)
-    return write_predictions_csv(out_csv, columns)
+    out = write_predictions_csv(out_csv, columns)
+    atomic_write_json(out.with_name(out.stem + ".settings.json"), {  # settings record
+        **provenance(), "model": str(Path(model_path).resolve()), "n_models": len(models),
+        "observations": None if path is None else str(path), "observations_sha256": _sha,
+        "columns": {"log10_m200c_*": "log10 Msun/h"},
+    })
+    return out

@@ -65,12 +65,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _parse_cosmology(text: str | None) -> dict | None:
+    """``--cosmology`` JSON to a dict; a clear :class:`InputError` when it is not one."""
+    if not text:
+        return None
+    try:
+        cosmo = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--cosmology is not valid JSON: {exc}", column="cosmology") from exc
+    if not isinstance(cosmo, dict):
+        raise InputError("--cosmology must be a JSON object, e.g. '{\"H0\": 67.77, "
+                         "\"Om0\": 0.307}'", column="cosmology")
+    return cosmo
+
+
+def _parse_units(text: str | None) -> dict[str, str] | None:
+    """``position=kpc/h,mass=Msun`` to a dict; a clear :class:`InputError` when malformed."""
+    if not text:
+        return None
+    items = [i.split("=", 1) for i in text.split(",") if i.strip()]
+    if any(len(i) != 2 for i in items):
+        raise InputError(f"--units expects KIND=UNIT,... (e.g. position=kpc/h,mass=Msun), "
+                         f"not {text!r}", column="units")
+    return {k.strip(): v.strip() for k, v in items}
+
+
 def run(args: argparse.Namespace) -> int:
     """Build or convert, write the catalog, print a one-line JSON summary."""
     from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT
     from dynmass.universe.build import write_universe
 
-    cosmo = json.loads(args.cosmology) if args.cosmology else None
+    cosmo = _parse_cosmology(args.cosmology)
     t0 = time.perf_counter()
     if args.source is None:
         info = write_universe(
@@ -94,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                     "wrap": args.wrap}
         if args.format == "table":
             kw.update(columns=args.columns, galaxies_path=args.galaxies,
-                      units=dict(i.split("=", 1) for i in args.units.split(",")) if args.units else None)
+                      units=_parse_units(args.units))
         elif args.format == "hlist":
             kw.update(galaxies=args.hlist_galaxies, mstar_min=args.mstar_min, seed=args.seed)
         cat = read_external(args.source, args.format, **kw)

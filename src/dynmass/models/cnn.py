@@ -72,6 +72,25 @@ _CNN_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _check_settings(name: str, s: dict[str, Any]) -> None:
+    """Raise :class:`InputError` for a hyper-parameter outside its sense (instead of training
+    zero epochs silently or failing deep inside torch)."""
+    for key, lo in (("epochs", 1), ("batch_size", 1), ("patience", 0),
+                    ("predict_batch_size", 1), ("num_threads", 1)):
+        v = s[key]
+        if key == "num_threads" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise InputError(f"model '{name}': {key}={v!r} must be an integer >= {lo}",
+                             column=key)
+    for key, ok, what in (("lr", lambda x: 0 < x < np.inf, "> 0 and finite"),
+                          ("dropout", lambda x: 0 <= x < 1, "in [0, 1)"),
+                          ("bandwidth", lambda x: 0 < x < np.inf, "> 0 and finite")):
+        v = s[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not ok(v):
+            raise InputError(f"model '{name}': {key}={v!r} must be {what}", column=key)
+
+
 # ----------------------------------------------------------------------------- networks
 
 
@@ -253,6 +272,7 @@ class TorchEstimator(Estimator):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
+        _check_settings(self.name, self.settings)
         self._net: nn.Sequential | None = None
         self._y_range: np.ndarray | None = None  # (min, max) of training log10 M200c
 

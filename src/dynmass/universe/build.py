@@ -103,6 +103,9 @@ class UniverseSettings:
             ("box_size", self.box_size > 0),
             ("redshift", 0 <= self.redshift < 5),
             ("min_mass", 0 < self.min_mass < self.max_mass),
+            ("max_mass", True),  # finite
+            ("mstar_min", True),  # finite (NaN/inf broke the occupation table)
+            ("seed", self.seed >= 0),  # numpy seeds are non-negative
             ("mass_bin_dex", 0 < self.mass_bin_dex <= 1),
             ("beta", -5 <= self.beta < 1),
             ("velocity_bias", self.velocity_bias > 0),
