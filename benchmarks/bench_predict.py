@@ -4,7 +4,9 @@ Views are cluster-like: galaxy counts log-uniform in [10, 150] (mean ~52, like m
 above the paper's 10-galaxy cut), Gaussian velocities with the Evrard et al. (2008) sigma(M200c)
 clipped to vcut = 2200 km/s, R in a 1.6 Mpc/h aperture. The CNNs are fitted for one epoch on a
 few hundred views (weights do not change the cost of a forward pass). Every number is the best
-of several repeats (the machine is shared). torch uses its default thread count.
+of several repeats (the machine is shared). torch uses its default thread count, except
+``..._1thr`` (``num_threads=1``): on a shared, busy 2-core machine two OpenMP threads can be
+slower than one (threads spin-waiting for a core); the KDEs use their own thread pool.
 
 Run: ``python benchmarks/bench_predict.py [--quick]`` (prints JSON).
 """
@@ -67,12 +69,15 @@ def run(quick: bool = False) -> dict[str, float]:
     t_net2 = best_seconds(lambda: cnn2d.predict_features(X2), reps)
     t_full2 = best_seconds(lambda: cnn2d.predict(obs), reps)
     t_full1 = best_seconds(lambda: cnn1d.predict(obs), reps)
+    cnn2d.settings["num_threads"] = 1  # one torch thread (see module docstring)
+    t_full2_1 = best_seconds(lambda: cnn2d.predict(obs), reps)
     return {
         "cnn2d_predict_views_per_s_with_features": n / t_full2,
         "cnn2d_predict_views_per_s_network_only": n / t_net2,
         "kde2d_views_per_s": n / t_kde2,
         "kde1d_views_per_s": n / t_kde1,
         "cnn1d_predict_views_per_s_with_features": n / t_full1,
+        "cnn2d_predict_views_per_s_with_features_1thr": n / t_full2_1,
         "n_views": float(n),
         "mean_galaxies_per_view": float(np.mean(obs.n_gal)),
         "torch_threads": float(torch.get_num_threads()),

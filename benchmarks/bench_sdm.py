@@ -1,56 +1,86 @@
-"""SDM fit + predict wall time against the number of training views (it grows ~ N^2).
+"""Train + predict wall time of SDM against the CNNs on the same data at three data sizes.
 
-Toy views (mass sets the Gaussian velocity width, Evrard et al. 2008 slope; 15-60 galaxies per
-view, mean ~35), default SDM settings (inner 3-fold CV grid), prediction on 200 views.
+Data: :func:`bench_train.toy_observations` (one view per halo, log10 M200c uniform in
+[13.5, 15.5] Msun/h, Evrard et al. 2008 Gaussian velocities, 50-100 galaxies per view); the
+training sets have 250, 500 and 1000 views (``--quick``: 100, 200, 400), the test set 200
+views; seeds fixed, so every model sees exactly the same views. Each model is fitted with its
+default settings (SDM: inner 3-fold CV grid, ``dims=1``, plus ``dims=2`` reported as
+``sdm2d``; CNNs: up to 20 epochs with early stopping, device cpu, :data:`CNN_THREADS`) and then predicts the test
+set; times include the input features (KDEs, k-NN divergences). Same protocol as
+:func:`bench_train.train_predict_timing`, keeping the predictions for a scatter check. Ratios between models are
+only meaningful within one run (the machine is shared).
+
 Run: ``python benchmarks/bench_sdm.py [--quick]`` (prints JSON).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from dynmass.models.sdm import SDM
-from dynmass.observations import from_views
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_train import toy_observations  # noqa: E402
+
+#: torch threads of the CNNs. One: on the shared 2-core machine two OpenMP threads made CNN1D
+#: training erratic (173 s instead of ~5 s at 1000 views in one run: threads spin-waiting for a
+#: busy core); SDM's divergences likewise run single-threaded ops on a small thread pool.
+CNN_THREADS: int = 1
+
+#: Model name -> (registered model, settings).
+MODELS: dict[str, tuple[str, dict]] = {
+    "sdm": ("sdm", {"dims": 1}),
+    "sdm2d": ("sdm", {"dims": 2}),
+    "cnn1d": ("cnn1d", {"device": "cpu", "num_threads": CNN_THREADS}),
+    "cnn2d": ("cnn2d", {"device": "cpu", "num_threads": CNN_THREADS}),
+}
 
 
-def toy_views(n_views: int, seed: int) -> object:
-    """Views whose Gaussian velocity width is set by the mass, 10^14-10^15 Msun/h."""
-    rng = np.random.default_rng(seed)
-    logm = rng.uniform(14, 15, n_views)
-    views = []
-    for lm in logm:
-        v = rng.normal(0, 1082.9 * 10 ** (0.3361 * (lm - 15)), int(rng.integers(15, 60)))
-        v = v[np.abs(v) < 2200]
-        views.append((1.6 * rng.random(len(v)) ** 0.6, v))
-    return from_views(views, {"aperture": 1.6, "vcut": 2200.0},
-                      clusters={"m200c": 10**logm, "halo_id": np.arange(n_views)})
+def measure(sizes: Sequence[int], models: Sequence[str] = tuple(MODELS), n_test: int = 200
+            ) -> dict[str, float]:
+    """Fit + predict wall seconds of ``models`` at every training size.
 
+    Returns keys ``<model>_train_predict_s_<n>``, ``<model>_train_s_<n>``,
+    ``<model>_predict_s_<n>``, ``<model>_scatter_dex_<n>`` and
+    ``<model>_time_growth_exponent`` (slope of log time against log n).
+    """
+    from dynmass.models import get_model
 
-def run(quick: bool = False) -> dict:
-    """Time SDM (dims 1 and 2) fit and predict at three training sizes."""
-    sizes = (100, 200, 400) if quick else (250, 500, 1000)
-    test = toy_views(200, 99)
-    out: dict = {}
-    for dims in (1, 2):
-        fits = []
+    test = toy_observations(n_test, seed=99)
+    truth = test.log10_m200c()
+    out: dict[str, float] = {"n_test_views": float(n_test),
+                             "cpu_count": float(os.cpu_count() or 1)}
+    for key in models:
+        name, settings = MODELS[key]
+        totals = []
         for n in sizes:
-            train = toy_views(n, n)
+            train = toy_observations(n, seed=n)
+            model = get_model(name, **settings)
             t0 = time.perf_counter()
-            model = SDM(dims=dims).fit(train, seed=0)
+            model.fit(train, seed=0)
             t1 = time.perf_counter()
             pred = model.predict(test)
             t2 = time.perf_counter()
-            out[f"sdm{dims}d_fit_s_n{n}"] = t1 - t0
-            out[f"sdm{dims}d_predict200_s_n{n}"] = t2 - t1
-            out[f"sdm{dims}d_scatter_dex_n{n}"] = float(np.std(pred - test.log10_m200c()))
-            fits.append(t1 - t0)
-        out[f"sdm{dims}d_fit_time_growth_exponent"] = float(np.polyfit(np.log(sizes), np.log(fits), 1)[0])
-    out["constant_predictor_scatter_dex"] = float(np.std(test.log10_m200c()))
+            out[f"{key}_train_predict_s_{n}"] = t2 - t0
+            out[f"{key}_train_s_{n}"] = t1 - t0
+            out[f"{key}_predict_s_{n}"] = t2 - t1
+            out[f"{key}_scatter_dex_{n}"] = float(np.std(pred - truth))
+            totals.append(t2 - t0)
+        out[f"{key}_time_growth_exponent"] = float(
+            np.polyfit(np.log(sizes), np.log(totals), 1)[0])
+    out["constant_predictor_scatter_dex"] = float(np.std(truth))
     return out
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    """Measure SDM, CNN1D and CNN2D train + predict at three sizes; flat dict of numbers."""
+    return measure((100, 200, 400) if quick else (250, 500, 1000))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ _CNN_DEFAULTS: dict[str, Any] = {
     "amp": "auto",  # auto | off | bf16 | fp16 (only used on CUDA)
     "num_threads": None,  # torch CPU threads during fit/predict (None: leave torch's choice)
     "predict_batch_size": 8192,  # views per forward pass at prediction time
+    # "nbins": the sum-1 KDE images are multiplied by n_bins (48), so a 1D image has mean pixel
+    # 1 and each R row of a 2D image sums to 1 on average; "sum1": the paper's sum-1 images as
+    # they are. A departure: with sum-1 48x48 images (pixels ~4e-4) CNN2D training sometimes
+    # stalled at a constant prediction (seen on the toy world of tests/test_cnn.py).
+    "input_scale": "nbins",
 }
 
 
@@ -89,6 +94,9 @@ def _check_settings(name: str, s: dict[str, Any]) -> None:
         v = s[key]
         if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not ok(v):
             raise InputError(f"model '{name}': {key}={v!r} must be {what}", column=key)
+    if s["input_scale"] not in ("nbins", "sum1"):
+        raise InputError(f"model '{name}': input_scale={s['input_scale']!r} must be 'nbins' or "
+                         "'sum1'", column="input_scale")
 
 
 # ----------------------------------------------------------------------------- networks
@@ -314,11 +322,17 @@ class TorchEstimator(Estimator):
             if X.ndim != 2 or X.shape[1] != n_bins:
                 raise InputError(f"cnn1d expects features of shape (n_views, {n_bins}), "
                                  f"got {X.shape}")
-            return X[:, None, :]
+            return X[:, None, :] * self._input_factor()
         if X.ndim != 3 or X.shape[1:] != (n_bins, n_bins):
             raise InputError(f"cnn2d expects features of shape (n_views, {n_bins}, {n_bins}), "
                              f"got {X.shape}")
-        return X
+        return X * self._input_factor()
+
+    def _input_factor(self) -> np.float32:
+        """Factor applied to the sum-1 KDE images (see the ``input_scale`` setting)."""
+        if self.settings["input_scale"] == "sum1":
+            return np.float32(1.0)
+        return np.float32(self.settings["n_bins"])
 
     def _features(self, obs: Observations, features: np.ndarray | None) -> np.ndarray:
         X = self.compute_features(obs) if features is None else np.asarray(features)
