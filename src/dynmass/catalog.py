@@ -118,7 +118,8 @@ class Catalog:
         self.galaxies = _validate_table(
             self.galaxies, GALAXY_COLUMNS, "galaxies", self.box_size, path
         )
-        if np.unique(self.halos["id"]).size != self.halos["id"].size:
+        ids = np.sort(self.halos["id"])
+        if np.any(ids[1:] == ids[:-1]):
             raise InputError("halo ids are not unique", path, "halos/id")
         if np.any(self.halos["m200c"] <= 0) or np.any(self.halos["r200c"] <= 0):
             raise InputError("m200c and r200c must be positive", path, "halos/m200c")

@@ -67,7 +67,10 @@ _CNN_DEFAULTS: dict[str, Any] = {
     "flip_v": True,  # double the training set by mirroring v -> -v, Ho et al. 2019
     "device": "auto",  # auto | cpu | cuda | mps
     "amp": "auto",  # auto | off | bf16 | fp16 (only used on CUDA)
-    "num_threads": None,  # torch CPU threads during fit/predict (None: leave torch's choice)
+    # torch CPU threads during fit/predict (None: torch's choice). 1 by default: these networks
+    # are small (batch 50), and on a busy 2-core machine 2 OpenMP threads made a CNN1D fit up to
+    # 50x slower (benchmarks/bench_sdm.py notes); raise it on a quiet many-core machine.
+    "num_threads": 1,
     "predict_batch_size": 8192,  # views per forward pass at prediction time
     # "nbins": the sum-1 KDE images are multiplied by n_bins (48), so a 1D image has mean pixel
     # 1 and each R row of a 2D image sums to 1 on average; "sum1": the paper's sum-1 images as
