@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean default-model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/dynmass reproduce --quick -o $(DEMO_DIR)
+
+# The model shipped in the package (src/dynmass/data/default_model.h5): CNN2D trained by the full
+# reproduction on the embedded universe (same seeds as `dynmass reproduce`), bundled with its
+# held-out calibration; --coverage checks the intervals and writes the coverage figure.
+MODEL_DIR ?= build/default-model
+default-model: $(STAMP)
+	$(BIN)/dynmass reproduce -o $(MODEL_DIR) --models cnn2d
+	$(BIN)/dynmass bundle $(MODEL_DIR)/runs/cnn2d -o src/dynmass/data/default_model.h5 --coverage
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -1,8 +1,8 @@
-"""Train + predict wall time of SDM against the CNNs on the same data at three data sizes.
+"""Train + predict wall time of SDM against the CNNs on the same data at several data sizes.
 
 Data: :func:`bench_train.toy_observations` (one view per halo, log10 M200c uniform in
 [13.5, 15.5] Msun/h, Evrard et al. 2008 Gaussian velocities, 50-100 galaxies per view); the
-training sets have 250, 500 and 1000 views (``--quick``: 100, 200, 400), the test set 200
+training sets have 250, 500, 1000 and 2000 views (``--quick``: 100, 200, 400), the test set 200
 views; seeds fixed, so every model sees exactly the same views. Each model is fitted with its
 default settings (SDM: inner 3-fold CV grid, ``dims=1``, plus ``dims=2`` reported as
 ``sdm2d``; CNNs: up to 20 epochs with early stopping, device cpu, :data:`CNN_THREADS`) and then predicts the test
@@ -80,7 +80,7 @@ def measure(sizes: Sequence[int], models: Sequence[str] = tuple(MODELS), n_test:
 
 def run(quick: bool = False) -> dict[str, float]:
     """Measure SDM, CNN1D and CNN2D train + predict at three sizes; flat dict of numbers."""
-    return measure((100, 200, 400) if quick else (250, 500, 1000))
+    return measure((100, 200, 400) if quick else (250, 500, 1000, 2000))
 
 
 if __name__ == "__main__":
