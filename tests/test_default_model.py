@@ -10,7 +10,6 @@ from dynmass.bundle import load_bundle
 from dynmass.predict import default_model_path, predict_members
 
 
-
 def _members(rng: np.random.Generator, sigma_kms: dict[str, float], n: int = 60) -> Table:
     """R [Mpc/h] and v [km/s] of Gaussian clusters (no interlopers), one per cluster id."""
     rows = {"cluster_id": [], "R": [], "v": []}
