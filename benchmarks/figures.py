@@ -20,7 +20,7 @@ def _universe(ax, b: dict) -> None:
     u = b.get("universe", {})
     pts = []
     for key, val in u.items():
-        m = re.fullmatch(r"box(\d+)_build_s", key)
+        m = re.fullmatch(r"box(\d+)_build_(?:s|seconds)", key)
         if m:
             pts.append((float(m.group(1)), float(val)))
     if _num(u, "default_build_seconds") is not None:
