@@ -16,9 +16,10 @@ SIGMA15_KMS, ALPHA = 1082.9, 0.3361  # Evrard et al. 2008, sigma_DM(M200c)
 
 
 def toy_obs(n_halos: int, n_los: int, seed: int, vcut: float = 3000.0, lo: float = 13.5,
-            hi: float = 15.5):
+            hi: float = 15.5, halo_id_offset: int = 0):
     """Views whose velocities are Gaussian with the Evrard et al. 2008 sigma(M) exactly,
-    50-100 galaxies each, R uniform on the disc of radius 1.6 Mpc/h."""
+    50-100 galaxies each, R uniform on the disc of radius 1.6 Mpc/h; halo ids start at
+    ``halo_id_offset``."""
     rng = np.random.default_rng(seed)
     logm = rng.uniform(lo, hi, n_halos)
     views, hid, los, mass = [], [], [], []
@@ -29,7 +30,7 @@ def toy_obs(n_halos: int, n_los: int, seed: int, vcut: float = 3000.0, lo: float
             v = rng.normal(0, sigma, 3 * n)
             v = v[np.abs(v) <= vcut][:n]
             views.append((1.6 * np.sqrt(rng.random(len(v))), v))
-            hid.append(h)
+            hid.append(halo_id_offset + h)
             los.append(j)
             mass.append(10 ** logm[h])
     return from_views(views, {"aperture": 1.6, "vcut": vcut},

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from dynmass.cli import main
 from dynmass.errors import InputError, SettingsMismatchError
 from dynmass.models import load_model
-from dynmass.observations import from_views, write_observations
+from dynmass.observations import write_observations
 from dynmass.train import (
     PREDICTION_COLUMNS,
     assign_folds,
@@ -23,27 +25,16 @@ from dynmass.train import (
     predict_mock,
 )
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cnn import toy_obs as _cnn_toy_obs  # noqa: E402
+
 CNN_FAST = {"epochs": 2, "num_threads": 1, "batch_size": 25}
 
 
 def toy_obs(n_halos: int, n_los: int, seed: int, vcut: float = 3000.0):
-    """Gaussian velocities with sigma = 1082.9 km/s (M/1e15)^0.3361 (Evrard et al. 2008)."""
-    rng = np.random.default_rng(seed)
-    logm = rng.uniform(13.5, 15.5, n_halos)
-    views, hid, los, mass = [], [], [], []
-    for h in range(n_halos):
-        sigma = 1082.9 * 10 ** (0.3361 * (logm[h] - 15))
-        for j in range(n_los):
-            n = int(rng.integers(50, 101))
-            v = rng.normal(0, sigma, 3 * n)
-            v = v[np.abs(v) <= vcut][:n]
-            views.append((1.6 * np.sqrt(rng.random(len(v))), v))
-            hid.append(1000 + h)
-            los.append(j)
-            mass.append(10 ** logm[h])
-    return from_views(views, {"aperture": 1.6, "vcut": vcut},
-                      clusters={"halo_id": np.array(hid), "los": np.array(los),
-                                "m200c": np.array(mass)})
+    """Gaussian velocities with sigma = 1082.9 km/s (M/1e15)^0.3361 (Evrard et al. 2008);
+    the toy world of tests/test_cnn.py with halo ids from 1000."""
+    return _cnn_toy_obs(n_halos, n_los, seed, vcut=vcut, halo_id_offset=1000)
 
 
 @pytest.fixture(scope="module")
