@@ -80,7 +80,7 @@ def files(tmp_path_factory):
     obs = write_observations(toy_observations(), tmp / "obs.h5")
     run = cross_validate(obs, "msigma", tmp / "run", folds=3, progress=False)
     bundle = tmp / "bundle.h5"
-    make_bundle(run, bundle)
+    make_bundle(run, bundle, min_hosts=5, max_halfwidth=1.0)  # a toy run: 30 hosts
     return {"catalog": cat, "observations": obs, "model": run / "fold_00.h5", "bundle": bundle,
             "run": run, "members": members_csv(tmp / "members.csv"), "tmp": tmp}
 

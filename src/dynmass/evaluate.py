@@ -673,6 +673,31 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def interval_coverage(run: Run, seed: int = 0) -> dict[str, Any]:
+    """Coverage of Neyman-belt 68%/95% intervals on a run's held-out views (cross-fit by fold).
+
+    The views of each fold get intervals calibrated only on the other folds' residuals
+    (:func:`dynmass.bundle.coverage`), as ``dynmass bundle RUN --coverage`` reports them.
+
+    Returns
+    -------
+    dict
+        ``coverage_68``, ``coverage_95``, ``passed``, ``calibrated_range`` and ``bins_true``
+        (see :func:`dynmass.bundle.coverage`), or ``{"error": reason}`` when the run has too
+        few hosts to calibrate intervals on.
+    """
+    from dynmass.bundle import coverage
+    from dynmass.errors import InputError
+
+    try:
+        res = coverage(run.path, seed=seed)
+    except InputError as exc:
+        return {"error": str(exc)}
+    keys = ("coverage_68", "coverage_95", "passed", "passed_pred", "calibrated_range",
+            "scheme", "n_views_in_range", "width_68_median_dex", "bins_true", "bins_pred")
+    return {k: res[k] for k in keys}
+
+
 def evaluate_runs(
     run_dirs: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -734,6 +759,8 @@ def evaluate_runs(
                                     min_gal=min_gal)
         for name, res in shifts.items():
             models[name]["sampling"] = res
+    for r in runs:
+        models[r.name]["intervals"] = interval_coverage(r, seed=seed)
     result: dict[str, Any] = {
         "models": models,
         "evaluation": {"mass_bin_edges": edges.tolist(), "n_boot": n_boot, "seed": seed,

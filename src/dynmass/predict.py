@@ -54,8 +54,9 @@ FLAG_DOC: dict[str, str] = {
     "n_gal": "number of galaxies in the cylinder outside the training range",
     "sigma_v": "velocity spread (std of v, km/s) outside the training range",
     "few_members": "fewer galaxies than the training minimum (min_members)",
-    "mass": "median mass or 68% interval at or beyond the edge of the training mass range "
-            "(the interval is truncated there; the true mass may lie outside it)",
+    "mass": "median mass outside the calibrated mass range (where interval coverage was "
+            "checked), or 68% interval reaching the end of the belt (truncated there; the "
+            "true mass may lie beyond it)",
     "center_estimated": "centre estimated from members while the model trained on true centres",
 }
 DEFAULT_MODEL_RESOURCE = "data/default_model.h5"
@@ -624,15 +625,24 @@ def _flags(row: dict[str, Any], bundle: Bundle, min_members: int) -> list[str]:
         flags.append("sigma_v")
     if row["n_gal"] < min_members:
         flags.append("few_members")
-    lm = dom.get("log10_m200c")
-    if lm and np.isfinite(row["log10_m200c_p50"]):
-        eps = 1e-6  # the Neyman interval is clipped to the calibrated (training) mass range
-        if (not lm[0] + eps < row["log10_m200c_p50"] < lm[1] - eps
-                or row["log10_m200c_p16"] <= lm[0] + eps or row["log10_m200c_p84"] >= lm[1] - eps):
-            flags.append("mass")
+    if np.isfinite(row["log10_m200c_p50"]) and _mass_flag(row, bundle):
+        flags.append("mass")
     if row["center_source"] == "estimated" and bundle.obs_settings.get("center", "true") == "true":
         flags.append("center_estimated")
     return flags
+
+
+def _mass_flag(row: dict[str, Any], bundle: Bundle) -> bool:
+    """True when the median lies outside the calibrated range or the 68% interval is clipped."""
+    dom = bundle.domain
+    cal = dom.get("log10_m200c_calibrated") or dom.get("log10_m200c")
+    if cal and not cal[0] <= row["log10_m200c_p50"] <= cal[1]:
+        return True
+    if bundle.interval.get("method", "neyman") == "neyman" and len(bundle.grid):
+        eps = 1e-6  # the Neyman interval is clipped to the ends of the belt
+        lo, hi = float(bundle.grid[0]), float(bundle.grid[-1])
+        return bool(row["log10_m200c_p16"] <= lo + eps or row["log10_m200c_p84"] >= hi - eps)
+    return False
 
 
 def write_masses(result, path: str | os.PathLike) -> Path:

@@ -29,6 +29,7 @@ from dynmass.evaluate import CATASTROPHIC_DEX, PAPER_RANGE, Run, residuals
 
 __all__ = [
     "FIGURES",
+    "plot_interval_coverage",
     "plot_pred_vs_true",
     "plot_residual_hist",
     "plot_residual_vs_true",
@@ -47,6 +48,10 @@ FIGURES: dict[str, str] = {
     "residual_hist.png": "Residual histograms of all models on one plot.",
     "scatter.png": "Scatter per model (half the 16-84 width and standard deviation, bootstrap "
     "errors over halos), all masses and 10^14 <= M200c < 10^15 Msun/h.",
+    "coverage.png": "Interval coverage: fraction of held-out views whose Neyman-belt 68% "
+    "(left) and 95% (right) interval contains the true mass, per 0.2 dex bin of true mass, "
+    "intervals of each fold calibrated on the other folds only; bands 68 +/- 3% and 95 +/- 2%, "
+    "error bars host bootstrap, open symbols outside the calibrated range.",
     "sampling_rate.png": "Sampling-rate test: spread of the prediction shift "
     "d = pred(r) - pred(1) when each galaxy is kept with probability r.",
 }
@@ -216,6 +221,36 @@ def plot_scatter_bars(result: dict[str, Any], path: str | os.PathLike) -> Path:
     return _save(fig, Path(path))
 
 
+def plot_interval_coverage(result: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """Coverage of 68% and 95% intervals against true mass, one line per model."""
+    models = {n: m["intervals"] for n, m in result["models"].items()
+              if "bins_true" in m.get("intervals", {})}
+    if not models:
+        return None
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2, sharex=True)
+    for ax, level, tol in ((axes[0], 68, 0.03), (axes[1], 95, 0.02)):
+        ax.axhspan(level / 100 - tol, level / 100 + tol, color="0.85")
+        ax.axhline(level / 100, color="0.4", lw=0.8)
+        for i, (name, iv) in enumerate(models.items()):
+            rows = [b for b in iv["bins_true"] if b["n"] and np.isfinite(_nan(b.get("se_68")))]
+            x = np.array([(b["lo"] + b["hi"]) / 2 for b in rows])
+            y = np.array([b[f"coverage_{level}"] for b in rows])
+            se = np.array([_nan(b[f"se_{level}"]) for b in rows])
+            inside = np.array([b.get("in_calibrated_range", True) for b in rows], bool)
+            c = _COLORS[i % len(_COLORS)]
+            ax.errorbar(x[inside], y[inside], yerr=se[inside], fmt="o-", color=c, ms=4,
+                        label=f"{name} ({iv[f'coverage_{level}']:.3f} in range)")
+            ax.errorbar(x[~inside], y[~inside], yerr=se[~inside], fmt="o", mfc="none",
+                        color=c, ms=4)
+        ax.set_ylim(max(0.0, level / 100 - 0.3), 1.0)
+        ax.set_xlabel(_MASS_LABEL)
+        ax.set_title(f"{level}% intervals")
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0].set_ylabel("fraction of held-out views covered")
+    return _save(fig, Path(path))
+
+
 def plot_sampling_rate(result: dict[str, Any], path: str | os.PathLike) -> Path:
     """Width of the prediction shift against sampling rate, every run on one plot."""
     fig = Figure(figsize=(11, 4.5), layout="constrained")
@@ -274,6 +309,27 @@ def _summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      _f(o["catastrophic_fraction"], ".2%"), _f(p["bias_median"], "+.3f"),
                      _pm(p, "half_width_16_84"), _pm(p, "std"),
                      _f(m.get("train_seconds"), ".1f"), _f(m.get("predict_seconds"), ".2f")])
+    return head, rows
+
+
+_INTERVAL_TEXT = ("Neyman-belt intervals (dynmass bundle) on held-out views, the views of each "
+                  "fold calibrated on the other folds only. Judged within the calibrated range "
+                  "(0.2 dex inside the training range, 25 hosts beyond each end): 68% +/- 3% and "
+                  "95% +/- 2% overall and in every 0.2 dex bin of true mass with 10 or more hosts.")
+
+
+def _interval_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["run", "calibrated log10 M200c", "68% coverage", "95% coverage",
+            "median 68% width [dex]", "every true-mass bin within tolerance"]
+    rows = []
+    for name, m in result["models"].items():
+        iv = m.get("intervals") or {}
+        if "error" in iv or not iv:
+            rows.append([name, "—", "—", "—", "—", f"not computed: {iv.get('error', '')}"])
+            continue
+        lo, hi = iv["calibrated_range"]
+        rows.append([name, f"{lo:.2f}–{hi:.2f}", _f(iv["coverage_68"]), _f(iv["coverage_95"]),
+                     _f(iv["width_68_median_dex"]), "yes" if iv["passed"] else "no"])
     return head, rows
 
 
@@ -376,6 +432,9 @@ def write_report(runs: Sequence[Run], result: dict[str, Any],
             plot_residual_vs_true(runs, out / "residual_vs_true.png"),
             plot_residual_hist(runs, result, out / "residual_hist.png"),
             plot_scatter_bars(result, out / "scatter.png")]
+    cov = plot_interval_coverage(result, out / "coverage.png")
+    if cov is not None:
+        figs.append(cov)
     sampling = _sampling_rows(result)
     if sampling:
         figs.append(plot_sampling_rate(result, out / "sampling_rate.png"))
@@ -384,6 +443,8 @@ def write_report(runs: Sequence[Run], result: dict[str, Any],
     sections = _settings_sections(runs, result)
 
     md = ["# dynmass evaluation report", "", _INTRO, "", "## Summary", "", _md_table(*summary)]
+    intervals = _interval_rows(result)
+    md += ["", "## Interval coverage", "", _INTERVAL_TEXT, "", _md_table(*intervals)]
     if sampling:
         md += ["", "## Sampling-rate test", "", _SAMPLING_TEXT, "", _md_table(*sampling)]
     md += ["", "## Figures", ""]
@@ -400,6 +461,8 @@ def write_report(runs: Sequence[Run], result: dict[str, Any],
     h = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>dynmass evaluation report"
          f"</title><style>{_CSS}</style></head><body>", "<h1>dynmass evaluation report</h1>",
          f"<p>{html.escape(_INTRO)}</p>", "<h2>Summary</h2>", _html_table(*summary)]
+    h += ["<h2>Interval coverage</h2>", f"<p>{html.escape(_INTERVAL_TEXT)}</p>",
+          _html_table(*intervals)]
     if sampling:
         h += ["<h2>Sampling-rate test</h2>", f"<p>{html.escape(_SAMPLING_TEXT)}</p>",
               _html_table(*sampling)]
