@@ -316,7 +316,7 @@ def test_calibration_and_test_views_must_be_independent(independent_files, tmp_p
     with pytest.raises(InputError, match="universe"):
         make_bundle(run, calibration_observations=[write_observations(train, tmp_path / "a.h5")])
     b = make_bundle(run, calibration_observations=[files["B"]])
-    with pytest.raises(InputError, match="trained or calibrated"):
+    with pytest.raises(InputError, match="coverage test needs independent hosts"):
         coverage(b, observations=[files["B"]])
     with pytest.raises(InputError, match="needs a bundle"):
         coverage(run, observations=[files["C"]])

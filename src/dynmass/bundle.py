@@ -675,6 +675,41 @@ def _universe_of(settings: dict[str, Any]) -> str | None:
     return settings.get("universe_sha256")
 
 
+def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any], used: set[str],
+                           what: str) -> Observations:
+    """Read views of a universe not yet ``used``, observed like ``obs_settings``, with truths.
+
+    Adds the file's ``universe_sha256`` to ``used``.
+
+    Raises
+    ------
+    InputError, SettingsMismatchError
+        Unreadable file, views observed otherwise, views of a used universe, or views
+        without a true m200c.
+    """
+    from dynmass.observations import read_observations
+
+    obs = read_observations(path)
+    check_same_observing(obs.settings, obs_settings, "the training views", path)
+    uni = _universe_of(obs.settings)
+    if uni is not None and uni in used:
+        raise InputError(f"these views come from a universe already used for training or "
+                         f"calibration; {what} needs independent hosts", path=path,
+                         column="universe_sha256")
+    if uni is not None:
+        used.add(uni)
+    if not np.all(np.isfinite(obs.log10_m200c())):
+        raise InputError(f"{what} needs the true m200c of every view", path=path, column="m200c")
+    return obs
+
+
+def coverage_summary(res: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a :func:`coverage` result."""
+    keys = ("scheme", "coverage_68", "coverage_95", "n_views_in_range", "calibrated_range",
+            "passed", "passed_pred")
+    return {k: res[k] for k in keys}
+
+
 def pseudo_folds(host: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Seeded fold label (0..k-1) per view, the same for every view of a host."""
     uniq, inv = np.unique(host, return_inverse=True)
@@ -722,24 +757,12 @@ def ensemble_calibration(
     InputError, SettingsMismatchError
         Unreadable file, views observed otherwise, or views of an excluded universe.
     """
-    from dynmass.observations import read_observations
-
     parts, records = [], []
-    seen = set(exclude_universes)
+    used = set(exclude_universes)
     for i, path in enumerate(paths):
-        obs = read_observations(path)
-        check_same_observing(obs.settings, obs_settings, "the training views", path)
-        uni = _universe_of(obs.settings)
-        if uni is not None and uni in seen:
-            raise InputError("these views come from a universe already used for training or "
-                             "another calibration file; calibration needs independent hosts",
-                             path=path, column="universe_sha256")
-        if uni is not None:
-            seen.add(uni)
+        obs = read_independent_views(path, obs_settings, used, "calibration")
         true = obs.log10_m200c()
-        if not np.all(np.isfinite(true)):
-            raise InputError("calibration views need the true m200c of every view", path=path,
-                             column="m200c")
+        uni = _universe_of(obs.settings)
         for m in models:
             m.check_obs(obs, path)
         pred = np.mean([np.asarray(m.predict(obs), float) for m in models], axis=0)
@@ -889,26 +912,15 @@ def _calibration_of(source: Bundle | str | os.PathLike) -> tuple[Calibration, di
 def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike]
                 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Bundle predictions (ensemble + intervals) of independent test views, with truths."""
-    from dynmass.observations import read_observations
-
     used = {_universe_of(bundle.obs_settings)}
     used |= {f.get("universe_sha256") for f in bundle.interval.get("files", [])}
     used.discard(None)
     cols: dict[str, list[np.ndarray]] = {}
     records = []
     for i, path in enumerate(paths):
-        obs = read_observations(path)
-        check_same_observing(obs.settings, bundle.obs_settings, "the bundle's training views",
-                             path)
-        uni = _universe_of(obs.settings)
-        if uni is not None and uni in used:
-            raise InputError("these views come from a universe the bundle was trained or "
-                             "calibrated on; a coverage test needs independent hosts",
-                             path=path, column="universe_sha256")
+        obs = read_independent_views(path, bundle.obs_settings, used, "a coverage test")
         true = obs.log10_m200c()
-        if not np.all(np.isfinite(true)):
-            raise InputError("test views need the true m200c of every view", path=path,
-                             column="m200c")
+        uni = _universe_of(obs.settings)
         res = bundle.predict(obs)
         q = np.column_stack([res[f"log10_m200c_{pct_name(p)}"] for p in PERCENTILES])
         for key, arr in (("true", true), ("pred", res["log10_m200c_mean"]), ("q", q),

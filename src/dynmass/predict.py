@@ -497,6 +497,8 @@ def predict_members(
         model=bundle.path, model_name=bundle.model_name, n_folds=len(bundle.models),
         cosmology=from_astropy(cosmo), h=h, aperture_mpc_h=aperture, vcut_kms=vcut,
         min_members=min_members, input_mode=mode, flags=FLAG_DOC,
+        training_domain=bundle.domain,
+        interval={k: v for k, v in bundle.interval.items() if k != "files"},
     )
     return out
 

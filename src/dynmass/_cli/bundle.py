@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,15 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _summary(res: dict[str, Any]) -> dict[str, Any]:
-    keys = ("scheme", "coverage_68", "coverage_95", "n_views_in_range", "calibrated_range",
-            "passed", "passed_pred")
-    return {k: res[k] for k in keys}
-
-
 def run(args: argparse.Namespace) -> int:
     """Make the bundle (and the coverage checks); exit 1 if a coverage check fails."""
-    from dynmass.bundle import EDGE_MARGIN, MIN_HOSTS, coverage, make_bundle, write_coverage
+    from dynmass.bundle import (
+        EDGE_MARGIN,
+        MIN_HOSTS,
+        coverage,
+        coverage_summary,
+        make_bundle,
+        write_coverage,
+    )
 
     bundle = make_bundle(args.run_dir, args.output, observations=args.observations,
                          calibration_observations=args.calibrate_on,
@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
         res = coverage(bundle, k_neighbors=args.k_neighbors, figure=stem.with_suffix(".png"),
                        seed=args.seed)
         write_coverage(res, stem.with_suffix(".json"))
-        print(json.dumps(_summary(res), indent=2))
+        print(json.dumps(coverage_summary(res), indent=2))
         ok &= res["passed"]
     if args.test_on:
         stem = args.output.with_name(args.output.stem + "_coverage")
         res = coverage(bundle, observations=args.test_on, figure=stem.with_suffix(".png"),
                        seed=args.seed)
         write_coverage(res, stem.with_suffix(".json"))
-        print(json.dumps(_summary(res), indent=2))
+        print(json.dumps(coverage_summary(res), indent=2))
         ok &= res["passed"]
     return 0 if ok else 1

@@ -29,12 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check, write JSON and PNG, print the summary."""
-    from dynmass.bundle import coverage, load_bundle, write_coverage
+    from dynmass.bundle import coverage, coverage_summary, load_bundle, write_coverage
 
     res = coverage(load_bundle(args.bundle), observations=args.observations, seed=args.seed,
                    figure=args.output.with_suffix(".png"))
     write_coverage(res, args.output.with_suffix(".json"))
-    keys = ("scheme", "coverage_68", "coverage_95", "n_views_in_range", "calibrated_range",
-            "passed", "passed_pred")
-    print(json.dumps({k: res[k] for k in keys}, indent=2))
+    print(json.dumps(coverage_summary(res), indent=2))
     return 0 if res["passed"] else 1
