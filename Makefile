@@ -32,7 +32,7 @@ demo: $(STAMP)
 # the fold ensemble's predictions of three independent universes and their coverage tested on
 # two more (hosts from 1e13 Msun/h: real skies hold groups below the training range too).
 # Every universe is a 1 Gpc/h box (MDPL2's volume), views flat in log M.
-# About 25 min on 2 cores; rerunning resumes from the files already made.
+# About 18 min on 2 cores (measured); rerunning resumes from the files already made.
 MODEL_DIR ?= build/default-model
 MODEL_BOX ?= 1000
 MODEL_CAL_SEEDS ?= 101 102 104
