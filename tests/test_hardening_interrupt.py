@@ -35,7 +35,10 @@ from dynmass import InputError, read_catalog, read_observations
 from dynmass.cli import main
 from dynmass.cosmology import MDPL2
 from dynmass.models import load_model
-from dynmass.observations import from_views, write_observations
+from dynmass.observations import write_observations
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_cnn import toy_obs as _cnn_toy_obs  # noqa: E402
 
 SLOW_HOOK = '''
 import os, time
@@ -189,23 +192,11 @@ def test_observe_killed_mid_write_then_rerun(tmp_path, universe_file):
 
 # --------------------------------------------------------------------------- train
 def toy_obs(n_halos: int = 24, n_los: int = 2, seed: int = 0):
-    """Gaussian member velocities, sigma = 1082.9 km/s (M/1e15)^0.3361 (Evrard et al. 2008)."""
-    rng = np.random.default_rng(seed)
-    views, hid, los, m = [], [], [], []
-    for h in range(n_halos):
-        lm = rng.uniform(13.6, 15.0)
-        sigma = 1082.9 * 10 ** (0.3361 * (lm - 15))
-        for j in range(n_los):
-            v = rng.normal(0, sigma, 60)
-            v = v[np.abs(v) <= 3000][:50]
-            views.append((1.6 * np.sqrt(rng.random(len(v))), v))
-            hid.append(100 + h)
-            los.append(j)
-            m.append(10**lm)
-    settings = {"aperture": 1.6, "vcut": 3000.0, "redshift": 0.117, "cosmology": dict(MDPL2),
-                "min_members": 10}
-    return from_views(views, settings, clusters={"halo_id": np.array(hid),
-                                                 "los": np.array(los), "m200c": np.array(m)})
+    """The Evrard et al. 2008 toy world of tests/test_cnn.py (halo ids from 100), with the
+    redshift, cosmology and member minimum of real observe settings."""
+    obs = _cnn_toy_obs(n_halos, n_los, seed, lo=13.6, hi=15.0, halo_id_offset=100)
+    obs.settings.update(redshift=0.117, cosmology=dict(MDPL2), min_members=10)
+    return obs
 
 
 @pytest.fixture(scope="module")

@@ -131,10 +131,8 @@ class Calibration:
 
     @property
     def host(self) -> np.ndarray:
-        """Integer label of each view's host, unique over ``(source, halo_id)``."""
-        pairs = np.column_stack([np.asarray(self.source, np.int64),
-                                 np.asarray(self.halo_id, np.int64)])
-        return np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
+        """Integer label of each view's host (:func:`host_labels`)."""
+        return host_labels(self.source, self.halo_id)
 
     @property
     def residual(self) -> np.ndarray:
@@ -144,6 +142,21 @@ class Calibration:
     def subset(self, mask: np.ndarray) -> Calibration:
         """Rows where ``mask`` is true."""
         return Calibration(**{k: getattr(self, k)[mask] for k in _CAL_FIELDS})
+
+
+def host_labels(source: np.ndarray, halo_id: np.ndarray) -> np.ndarray:
+    """Integer label per view, one per distinct ``(source file, halo_id)`` pair."""
+    pairs = np.column_stack([np.asarray(source, np.int64), np.asarray(halo_id, np.int64)])
+    return np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
+
+
+def fold_predictions(models: Sequence[Estimator], obs: Observations,
+                     path: object = None) -> np.ndarray:
+    """``(n_models, n_views)`` log10 M200c [Msun/h] of every model, after checking that ``obs``
+    was cut like each model's training views (``path`` is named in the error)."""
+    for m in models:
+        m.check_obs(obs, path)
+    return np.vstack([np.asarray(m.predict(obs), float) for m in models])
 
 
 _CAL_FIELDS = ("pred", "true", "fold", "halo_id", "los", "n_gal", "source")
@@ -470,9 +483,7 @@ class Bundle:
 
     def predict_folds(self, obs: Observations) -> np.ndarray:
         """``(n_folds, n_views)`` predicted log10 M200c [Msun/h] of every fold model."""
-        for m in self.models:
-            m.check_obs(obs, self.path)
-        return np.vstack([np.asarray(m.predict(obs), float) for m in self.models])
+        return fold_predictions(self.models, obs, self.path)
 
     def intervals(self, mu: np.ndarray) -> np.ndarray:
         """``(n, n_percentiles)`` log10 M200c percentiles for ensemble means ``mu``."""
@@ -763,9 +774,7 @@ def ensemble_calibration(
         obs = read_independent_views(path, obs_settings, used, "calibration")
         true = obs.log10_m200c()
         uni = _universe_of(obs.settings)
-        for m in models:
-            m.check_obs(obs, path)
-        pred = np.mean([np.asarray(m.predict(obs), float) for m in models], axis=0)
+        pred = fold_predictions(models, obs, path).mean(axis=0)
         parts.append(dict(pred=pred, true=true, halo_id=np.asarray(obs.clusters["halo_id"], np.int64),
                           los=np.asarray(obs.clusters["los"], np.int64),
                           n_gal=np.asarray(obs.n_gal, np.int64),
@@ -934,10 +943,10 @@ def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike]
     return {k: np.concatenate(v) for k, v in cols.items()}, records
 
 
-def _cross_fit(cal: Calibration, interval: dict[str, Any], method: str,
-               k_neighbors: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, str, list[int]]:
-    """Percentiles of every calibration view from a belt calibrated on the other folds."""
-    host = cal.host
+def _cross_fit(cal: Calibration, host: np.ndarray, interval: dict[str, Any], method: str,
+               k_neighbors: int | None, seed: int) -> tuple[np.ndarray, str, list[int]]:
+    """Percentiles of every calibration view (hosts ``host``) from a belt calibrated on the
+    other folds."""
     groups = np.unique(cal.fold)
     scheme = "cross-fit by fold"
     if len(groups) < 2:
@@ -956,7 +965,7 @@ def _cross_fit(cal: Calibration, interval: dict[str, Any], method: str,
                                 host[train], int(interval.get("min_hosts", MIN_HOSTS)),
                                 float(interval.get("max_halfwidth_dex", MAX_HALFWIDTH)))
         q[val] = apply_intervals(cal.pred[val], grid, table, method, PERCENTILES)
-    return q, host, scheme, ks
+    return q, scheme, ks
 
 
 def _host_bootstrap_se(covered: np.ndarray, host: np.ndarray, n_boot: int,
@@ -1042,28 +1051,27 @@ def coverage(
         (the same for bins of predicted mass: not guaranteed by a Neyman belt, reported).
     """
     cal, interval, bundle = _calibration_of(bundle_or_run)
+    cal_host = cal.host
     rng = np.random.default_rng(seed)
     if observations:
         if bundle is None:
             raise InputError("an independent coverage test needs a bundle, not a run folder")
         cols, files = _test_views(bundle, observations)
         true, pred, q = cols["true"], cols["pred"], cols["q"]
-        host = Calibration(pred=pred, true=true, fold=np.zeros(len(pred), np.int64),
-                           halo_id=cols["halo_id"], los=np.zeros(len(pred), np.int64),
-                           n_gal=np.zeros(len(pred), np.int64), source=cols["source"]).host
+        host = host_labels(cols["source"], cols["halo_id"])
         method = interval.get("method", "neyman")
         scheme, ks, extra = "independent test views", [], {"test_files": files}
     else:
         method = method or interval.get("method", "neyman")
-        q, host, scheme, ks = _cross_fit(cal, interval, method, k_neighbors, seed)
-        true, pred, extra = cal.true, cal.pred, {}
+        q, scheme, ks = _cross_fit(cal, cal_host, interval, method, k_neighbors, seed)
+        true, pred, host, extra = cal.true, cal.pred, cal_host, {}
     lo95, lo68, med, hi68, hi95 = q.T
     in68 = (true >= lo68) & (true <= hi68)
     in95 = (true >= lo95) & (true <= hi95)
     calibrated = bundle.domain.get("log10_m200c_calibrated") if bundle is not None else None
     if calibrated is None:  # a run folder or an older bundle: the same rule as make_bundle
         calibrated = calibrated_range(
-            cal.true, cal.host, [float(cal.true.min()), float(cal.true.max())],
+            cal.true, cal_host, [float(cal.true.min()), float(cal.true.max())],
             int(interval.get("min_hosts", MIN_HOSTS)),
             float(interval.get("edge_margin_dex", EDGE_MARGIN)))
     judged_range = [float(x) for x in calibrated]
