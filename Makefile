@@ -4,22 +4,48 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
+# The exact versions the test suite was last verified with (`make lock` refreshes them).
+CONSTRAINTS := constraints.txt
+# torch pinned to the CPU build that lies on disk; an unpinned torch pulls a CUDA build of several GB
+TORCH := torch==2.13.0
 
-.PHONY: install test demo bench lint clean default-model
+.PHONY: install test test-fast demo bench lint lock calibrate-bounds clean default-model
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	# torch pinned to the CPU build that lies on disk; an unpinned torch pulls a CUDA build of several GB
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) "$(TORCH)"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The whole suite, with the 15 slowest tests listed.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15 --doctest-modules tests src/dynmass/testing
+
+# For development: skips the tests marked slow (model training, universe builds).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 --doctest-modules tests src/dynmass/testing
+
+# Refresh constraints.txt deliberately: newest releases allowed by pyproject.toml, installed in
+# a scratch venv; then run `make test` (and `make calibrate-bounds` if numbers moved) and commit.
+LOCK_VENV := build/lock-venv
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[test]"
+	{ echo "# Verified versions for 'make install' (python $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())')); refresh with 'make lock'."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | sed -e 's/+cpu$$//'; } > $(CONSTRAINTS).tmp
+	mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV)
+
+# Spread over seeds of every stochastic test statistic (tests/bounds/summary.md, bounds.png).
+calibrate-bounds: $(STAMP)
+	$(BIN)/python tests/calibrate_bounds.py
 
 demo: $(STAMP)
 	$(BIN)/dynmass reproduce --quick -o $(DEMO_DIR)
@@ -63,4 +89,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache $(LOCK_VENV)

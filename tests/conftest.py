@@ -16,3 +16,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def rng() -> np.random.Generator:
     """A seeded random generator."""
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def toy_models():
+    """The toy estimators of :mod:`dynmass.testing.estimators`, registered for the test so
+    that :func:`dynmass.models.load_model` can rebuild their files."""
+    from dynmass.testing.estimators import toy_models_registered
+
+    with toy_models_registered() as models:
+        yield models

@@ -11,30 +11,25 @@ import sys
 import numpy as np
 import pytest
 
-from dynmass.observations import from_views, write_observations
+from dynmass.observations import write_observations
+from dynmass.testing.worlds import evrard_views
 
 torch_dist = pytest.importorskip("torch.distributed")
 
 
-def _toy(n_halos: int = 24, n_los: int = 2, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    logm = rng.uniform(13.5, 15.5, n_halos)
-    views, hid, mass = [], [], []
-    for h in range(n_halos):
-        sigma = 1082.9 * 10 ** (0.3361 * (logm[h] - 15))  # Evrard et al. 2008
-        for _ in range(n_los):
-            v = np.clip(rng.normal(0, sigma, 60), -2999, 2999)
-            views.append((1.6 * np.sqrt(rng.random(60)), v))
-            hid.append(h)
-            mass.append(10 ** logm[h])
-    return from_views(views, {"aperture": 1.6, "vcut": 3000.0},
-                      clusters={"halo_id": np.array(hid), "los": np.arange(len(hid)) % n_los,
-                                "m200c": np.array(mass)})
-
-
+@pytest.mark.slow
 @pytest.mark.skipif(not torch_dist.is_available(), reason="torch.distributed unavailable")
 def test_torchrun_two_processes_gloo(tmp_path):
-    obs = _toy()
+    """``dynmass train`` under torchrun with 2 gloo processes (CNN1D, 2 folds, 2 epochs) on 24
+    toy Evrard hosts x 2 views writes one complete run folder from rank 0 alone, and its
+    held-out predictions are those of the saved fold models.
+
+    No accuracy bound is asserted: over seeds 0-9 the largest prediction of these 2-epoch
+    models was 15.1 +/- 0.8 (sd) in log10 Msun/h, range [14.4, 16.5] (measured with this test's
+    run under ``--seed``), too wide for a bound that could catch anything; learning is tested
+    in ``tests/test_cnn.py``.
+    """
+    obs = evrard_views(24, 2, seed=0, n_gal=(60, 61))
     obs_path = write_observations(obs, tmp_path / "obs.h5")
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -51,9 +46,14 @@ def test_torchrun_two_processes_gloo(tmp_path):
     assert json.loads((run / "settings.json").read_text())["world_size"] == 2
     from dynmass.models import load_model
 
-    assert load_model(run / "fold_00.h5").extra["world_size"] == 2
+    models = [load_model(run / f"fold_{f:02d}.h5") for f in range(2)]
+    assert all(m.extra["world_size"] == 2 for m in models)
     with open(run / "predictions.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == obs.n_views
     pred = np.array([float(r["log10_m200c_pred"]) for r in rows])
-    assert np.all(np.isfinite(pred)) and np.all((pred > 12) & (pred < 17))
+    fold = np.array([int(r["fold"]) for r in rows])
+    assert np.all(np.isfinite(pred))
+    for f, m in enumerate(models):
+        np.testing.assert_allclose(m.predict(obs.subset(np.flatnonzero(fold == f))),
+                                   pred[fold == f], atol=1e-5)

@@ -19,7 +19,8 @@ import pytest
 
 from dynmass.cli import main
 from dynmass.cosmology import MDPL2
-from dynmass.observations import from_views, write_observations
+from dynmass.observations import write_observations
+from dynmass.testing.worlds import evrard_views
 
 
 def _start(argv: list[str], tmp: Path, tag: str) -> tuple[subprocess.Popen, Path]:
@@ -71,19 +72,10 @@ def test_two_observe_runs_at_once(tmp_path):
 
 
 def toy_obs(n_halos: int = 24, seed: int = 0):
-    """Gaussian member velocities, sigma = 1082.9 km/s (M/1e15)^0.3361 (Evrard et al. 2008)."""
-    rng = np.random.default_rng(seed)
-    views, hid, m = [], [], []
-    for h in range(n_halos):
-        lm = rng.uniform(13.6, 15.0)
-        v = rng.normal(0, 1082.9 * 10 ** (0.3361 * (lm - 15)), 50)
-        v = v[np.abs(v) <= 3000]
-        views.append((1.6 * np.sqrt(rng.random(len(v))), v))
-        hid.append(h)
-        m.append(10**lm)
-    return from_views(views, {"aperture": 1.6, "vcut": 3000.0, "redshift": 0.117,
-                              "cosmology": dict(MDPL2), "min_members": 10},
-                      clusters={"halo_id": np.array(hid), "m200c": np.array(m)})
+    """Toy Evrard et al. 2008 hosts (one view each, 50 members) with full observing settings."""
+    obs = evrard_views(n_halos, 1, seed=seed, lo=13.6, hi=15.0, n_gal=(50, 51))
+    obs.settings.update({"redshift": 0.117, "cosmology": dict(MDPL2), "min_members": 10})
+    return obs
 
 
 def read_predictions(path: Path) -> dict[str, np.ndarray]:
@@ -92,6 +84,7 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([r[k] for r in rows], dtype=float) for k in rows[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["msigma"])
 def test_two_train_runs_at_once(tmp_path, model):
     obs = write_observations(toy_obs(), tmp_path / "obs.h5")

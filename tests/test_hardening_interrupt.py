@@ -36,9 +36,7 @@ from dynmass.cli import main
 from dynmass.cosmology import MDPL2
 from dynmass.models import load_model
 from dynmass.observations import write_observations
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_cnn import toy_obs as _cnn_toy_obs  # noqa: E402
+from dynmass.testing.worlds import evrard_views
 
 SLOW_HOOK = '''
 import os, time
@@ -143,6 +141,7 @@ def same_hdf5_data(a: Path, b: Path) -> None:
 UNIVERSE_ARGS = ["--box", "50", "--min-mass", "1e12", "--seed", "3"]
 
 
+@pytest.mark.slow
 def test_universe_killed_mid_write_then_rerun(tmp_path):
     ref = tmp_path / "ref" / "u.h5"
     assert main(["universe", "-o", str(ref), *UNIVERSE_ARGS]) == 0
@@ -173,6 +172,7 @@ def universe_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_observe_killed_mid_write_then_rerun(tmp_path, universe_file):
     ref = tmp_path / "ref.h5"
     assert main(["observe", str(universe_file), "-o", str(ref), *OBSERVE_ARGS]) == 0
@@ -194,7 +194,7 @@ def test_observe_killed_mid_write_then_rerun(tmp_path, universe_file):
 def toy_obs(n_halos: int = 24, n_los: int = 2, seed: int = 0):
     """The Evrard et al. 2008 toy world of tests/test_cnn.py (halo ids from 100), with the
     redshift, cosmology and member minimum of real observe settings."""
-    obs = _cnn_toy_obs(n_halos, n_los, seed, lo=13.6, hi=15.0, halo_id_offset=100)
+    obs = evrard_views(n_halos, n_los, seed, lo=13.6, hi=15.0, halo_id_offset=100)
     obs.settings.update(redshift=0.117, cosmology=dict(MDPL2), min_members=10)
     return obs
 
@@ -226,6 +226,7 @@ def check_run_folder_after_kill(run: Path, folds: int) -> None:
     ("cnn1d", ["--epochs", "3", "--batch-size", "16", "--device", "cpu",
                "--set", "num_threads=1"], 2, "fold_00.ckpt.pt"),
 ])
+@pytest.mark.slow
 def test_train_killed_then_resumed(tmp_path, obs_file, model, extra, folds, ready_file):
     common = [str(obs_file), "--model", model, "--folds", str(folds), "--seed", "5",
               "--no-progress", *extra]

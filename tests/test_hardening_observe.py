@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,12 +114,16 @@ def _check_invariants(cat: Catalog, obs, aperture: float, vcut: float, min_membe
     obs.validate()
 
 
-def _check_complete(cat: Catalog, obs, aperture: float, vcut: float) -> None:
-    """Axis-aligned views hold every galaxy well inside the cylinder, with the right R."""
+def _check_complete(cat: Catalog, obs, aperture: float, vcut: float) -> int:
+    """Axis-aligned views hold every galaxy well inside the cylinder, with the right R.
+
+    Returns the number of galaxies the check required (0 when no view is axis-aligned or no
+    galaxy lies well inside; a legitimate example, see ``test_completeness_check_bites``)."""
     box = cat.box_size
     hz = hubble_h_units(cat.cosmology, Z) / (1 + Z)  # km/s per comoving Mpc/h
     gpos, gvel = cat.galaxy_positions(), cat.galaxy_velocities()
     row_of = {int(i): r for r, i in enumerate(cat.halos["id"])}
+    n_required = 0
     for k in range(obs.n_views):
         axis = int(obs.clusters["los"][k])
         if axis > 2:
@@ -136,8 +141,33 @@ def _check_complete(cat: Catalog, obs, aperture: float, vcut: float) -> None:
         missing = np.setdiff1d(must, got)
         assert missing.size == 0, f"view {k}: galaxies {missing[:5]} silently dropped"
         np.testing.assert_allclose(obs.R[s], R[got], rtol=0, atol=1e-6)
+        n_required += must.size
+    return n_required
 
 
+def test_completeness_check_bites():
+    """The loops of the invariant checks run on a catalog with members (not vacuously), and
+    the completeness check finds a galaxy removed from a view."""
+    cat = _catalog(seed=1, box=40.0, n_halos=4, edge=True, n_members=20, n_field=200, n_empty=0)
+    obs = observe(cat, aperture=1.6, vcut=2200.0, min_mass=1e13, min_members=1, n_los=3)
+    assert obs.n_views == 12
+    _check_invariants(cat, obs, 1.6, 2200.0, 1)
+    assert _check_complete(cat, obs, 1.6, 2200.0) > 40
+    # drop view 0's galaxy nearest the centre among the slow ones: the check must notice
+    s0 = slice(obs.offsets[0], obs.offsets[1])
+    slow = np.flatnonzero(np.abs(obs.v[s0]) < 1000.0)
+    assert slow.size > 0
+    keep = np.ones(len(obs.R), bool)
+    keep[slow[np.argmin(obs.R[s0][slow])]] = False
+    broken = obs.subset(np.arange(obs.n_views))
+    broken.R, broken.v = obs.R[keep], obs.v[keep]
+    broken.is_member, broken.galaxy_index = obs.is_member[keep], obs.galaxy_index[keep]
+    broken.offsets = np.r_[0, np.cumsum(np.diff(obs.offsets) - np.eye(obs.n_views, dtype=int)[0])]
+    with pytest.raises(AssertionError, match="silently dropped"):
+        _check_complete(cat, broken, 1.6, 2200.0)
+
+
+@pytest.mark.slow
 @HYP
 @given(
     seed=st.integers(0, 2**31 - 1),

@@ -143,7 +143,7 @@ def test_generic_tables(tmp_path, rng, ext):
                      units={"position": "kpc/h"})
     np.testing.assert_allclose(cat.halos["x"], np.asarray(halos["PX"]) / 1000.0)
     np.testing.assert_array_equal(cat.galaxies["host_id"], np.asarray(gals["HOST"]))
-    assert np.all(cat.halos["r200c"] > 0)
+    assert cat.n_halos == 5 and np.all(cat.halos["r200c"] > 0)
 
 
 def test_hdf5_table_with_groups_and_cli(tmp_path, rng, capsys):

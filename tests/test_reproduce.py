@@ -27,6 +27,7 @@ def test_claims_hold_and_fail():
     assert "cnn2d" in format_comparison(rows)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 def test_tiny_end_to_end(tmp_path):
     settings = ReproduceSettings.preset(

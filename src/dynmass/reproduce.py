@@ -75,7 +75,7 @@ class ReproduceSettings:
         if quick:
             base = cls(quick=True, folds=5, sampling_max_views=500,
                        observe={"flat_mass_function": True, "flat_target": 40},
-                       model_settings={"sdm": {"max_train_views": 1000}})
+                       model_settings={"sdm": {"max_train_views": 500}})
         else:
             base = cls(quick=False, folds=10, box_size=700.0, sampling_max_views=2000,
                        observe={"flat_mass_function": True, "flat_target": 126})

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 import numpy as np
@@ -271,8 +272,6 @@ def pairwise_divergence(
     point distances of a block pair with :func:`numpy.partition`. Distances are float32 (as the
     samples), logarithms and sums float64.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     floor2 = float(distance_floor) ** 2
     with torch.no_grad(), _single_threaded_ops() as workers:
         ba = _Blocks(points_a, offsets_a, k, block_points, floor2)
@@ -442,6 +441,10 @@ class SDM(Estimator):
             raise InputError("sdm inner cross-validation needs views of at least two halos")
         grid = [(f, C, nu) for f in s["sigma_factors"] for C in s["C_grid"] for nu in s["nu_grid"]]
         mse = np.zeros(len(grid))
+        # libsvm releases the GIL while it trains: the (C, nu) fits of one kernel run on
+        # torch's thread count; each fit is independent and sums keep their order, so the
+        # numbers are those of the serial loop.
+        n_workers = max(1, torch.get_num_threads())
         for fac in s["sigma_factors"]:
             K = _kernel(D, fac * unit, s["kernel"])
             for fold in np.unique(folds):
@@ -450,11 +453,21 @@ class SDM(Estimator):
                 Kte = K[np.ix_(te, trn)]
                 if P is not None:
                     Kte = Kte @ P
-                for g_i, (f, C, nu) in enumerate(grid):
-                    if f != fac:
-                        continue
+                jobs = [(g_i, C, nu) for g_i, (f, C, nu) in enumerate(grid) if f == fac]
+
+                def cv_error(job: tuple[int, float, float], Ktr=Ktr, Kte=Kte, te=te,
+                             trn=trn) -> float:
+                    _, C, nu = job
                     svr = NuSVR(kernel="precomputed", C=C, nu=nu).fit(Ktr, y[trn])
-                    mse[g_i] += np.sum((svr.predict(Kte) - y[te]) ** 2) / len(y)
+                    return float(np.sum((svr.predict(Kte) - y[te]) ** 2) / len(y))
+
+                if n_workers == 1 or len(jobs) == 1:
+                    errors = [cv_error(job) for job in jobs]
+                else:
+                    with ThreadPoolExecutor(max_workers=min(n_workers, len(jobs))) as pool:
+                        errors = list(pool.map(cv_error, jobs))
+                for (g_i, _, _), err in zip(jobs, errors, strict=True):
+                    mse[g_i] += err
             del K
         best = int(np.argmin(mse))
         fac, C, nu = grid[best]
