@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
+# Modules whose Examples run as doctests with the suite.
+DOCTESTS := src/dynmass/testing src/dynmass/folds.py src/dynmass/featurizers.py \
+	src/dynmass/rundir.py src/dynmass/metrics.py src/dynmass/intervals.py
+
 # The whole suite, with the 15 slowest tests listed.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q --durations=15 --doctest-modules tests src/dynmass/testing
+	$(BIN)/python -m pytest -q --durations=15 --doctest-modules tests $(DOCTESTS)
 
 # For development: skips the tests marked slow (model training, universe builds).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15 --doctest-modules tests src/dynmass/testing
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 --doctest-modules tests $(DOCTESTS)
 
 # Refresh constraints.txt deliberately: newest releases allowed by pyproject.toml, installed in
 # a scratch venv; then run `make test` (and `make calibrate-bounds` if numbers moved) and commit.

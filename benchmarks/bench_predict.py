@@ -8,6 +8,11 @@ of several repeats (the machine is shared). torch uses its default thread count,
 ``..._1thr`` (``num_threads=1``): on a shared, busy 2-core machine two OpenMP threads can be
 slower than one (threads spin-waiting for a core); the KDEs use their own thread pool.
 
+``ensemble_*``: the 10 fold models of a bundle predicting the same views, as
+:func:`dynmass.models.base.ensemble_predictions` does it (the KDE images computed once for all
+models, as they share one featurizer) and model by model (each ``predict`` computing its own
+images, as bundles did before); the ratio is measured in the same run.
+
 Run: ``python benchmarks/bench_predict.py [--quick]`` (prints JSON).
 """
 
@@ -54,6 +59,7 @@ def run(quick: bool = False) -> dict[str, float]:
     import torch
 
     from dynmass.features import kde1d, kde2d
+    from dynmass.models.base import ensemble_predictions
     from dynmass.models.cnn import CNN1D, CNN2D
 
     n = 3000 if quick else 10000
@@ -71,6 +77,10 @@ def run(quick: bool = False) -> dict[str, float]:
     t_full1 = best_seconds(lambda: cnn1d.predict(obs), reps)
     cnn2d.settings["num_threads"] = 1  # one torch thread (see module docstring)
     t_full2_1 = best_seconds(lambda: cnn2d.predict(obs), reps)
+    folds = [CNN2D(epochs=1, val_fraction=0.0, device="cpu", num_threads=1).fit(train, seed=s)
+             for s in range(10)]
+    t_ens = best_seconds(lambda: ensemble_predictions(folds, obs), reps)
+    t_each = best_seconds(lambda: [m.predict(obs) for m in folds], max(1, reps // 2))
     return {
         "cnn2d_predict_views_per_s_with_features": n / t_full2,
         "cnn2d_predict_views_per_s_network_only": n / t_net2,
@@ -78,6 +88,9 @@ def run(quick: bool = False) -> dict[str, float]:
         "kde1d_views_per_s": n / t_kde1,
         "cnn1d_predict_views_per_s_with_features": n / t_full1,
         "cnn2d_predict_views_per_s_with_features_1thr": n / t_full2_1,
+        "ensemble10_cnn2d_views_per_s_features_once": n / t_ens,
+        "ensemble10_cnn2d_views_per_s_features_per_model": n / t_each,
+        "ensemble10_speedup": t_each / t_ens,
         "n_views": float(n),
         "mean_galaxies_per_view": float(np.mean(obs.n_gal)),
         "torch_threads": float(torch.get_num_threads()),

@@ -16,22 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynmass.bundle import (
+from dynmass.bundle import held_out_calibration, load_bundle, make_bundle
+from dynmass.coverage import coverage, plot_coverage
+from dynmass.errors import InputError, SettingsMismatchError
+from dynmass.intervals import (
     PERCENTILES,
     Calibration,
     apply_intervals,
     belt_table,
     calibrate,
     calibrated_range,
-    coverage,
     interpolate_quantiles,
-    load_bundle,
-    make_bundle,
-    plot_coverage,
     quantile_table,
-    read_predictions,
 )
-from dynmass.errors import InputError, SettingsMismatchError
 from dynmass.observations import Observations, read_observations, write_observations
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.estimators import broken_calibration
@@ -193,7 +190,7 @@ def overconfident_stats(seed: int, broken: str | None = None) -> dict[str, float
     and as they are. ``broken`` scales every residual before tabulating: ``"shrunk"`` by 0.6,
     ``"ln_units"`` by ln 10 (natural-log masses)."""
     run, _ = cross_fit_world(seed)
-    cal = read_predictions(run / "predictions.csv")
+    cal = held_out_calibration(run / "predictions.csv")
     unit = {None: 1.0, "shrunk": 0.6, "ln_units": float(np.log(10))}[broken]
 
     def inside(scale: float) -> float:
@@ -209,7 +206,7 @@ def single_fold_result(seed: int, broken: str | None = None) -> dict:
     """Coverage of the cross-fit run's views relabelled as one fold: two random halves by
     host (seed ``seed``) calibrate each other."""
     run, _ = cross_fit_world(seed)
-    cal = read_predictions(run / "predictions.csv")
+    cal = held_out_calibration(run / "predictions.csv")
     one = make_bundle(run)
     one.calibration = Calibration(pred=cal.pred, true=cal.true, fold=np.zeros_like(cal.fold),
                                   halo_id=cal.halo_id, los=cal.los, n_gal=cal.n_gal)
@@ -495,7 +492,7 @@ def test_belt_is_honest_at_the_edges_of_the_range():
 
 
 def test_belt_needs_enough_hosts():
-    from dynmass.bundle import belt_table
+    from dynmass.intervals import belt_table
 
     rng = np.random.default_rng(2)
     true = np.repeat(rng.uniform(14, 15, 30), 40)  # 1,200 views of only 30 hosts

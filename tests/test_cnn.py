@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from dynmass.errors import InputError, SettingsMismatchError
+from dynmass.folds import split_by_halo
 from dynmass.models import get_model, load_model
-from dynmass.models.cnn import CNN1D, CNN2D, build_network, resolve_device, split_by_halo
+from dynmass.models.cnn import CNN1D, CNN2D, build_network, resolve_device
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.worlds import ALPHA, SIGMA15_KMS, evrard_views
 

@@ -229,7 +229,7 @@ def test_shipped_bundle_is_calibrated_on_independent_universes():
 def test_shipped_bundle_intervals_cover_by_cross_fitting():
     """Recomputed here: the belt of each pseudo-fold, calibrated on the other pseudo-folds'
     views, covers 68% / 95% of its views overall and in every judged bin of true mass."""
-    from dynmass.bundle import coverage
+    from dynmass.coverage import coverage
 
     res = coverage(load_bundle(default_model_path()))
     assert res["scheme"] == "cross-fit by fold"

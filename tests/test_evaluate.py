@@ -18,20 +18,12 @@ import numpy as np
 import pytest
 
 from dynmass import InputError
-from dynmass.evaluate import (
-    PREDICTION_COLUMNS,
-    evaluate_runs,
-    format_table,
-    load_run,
-    load_runs,
-    mass_bin_edges,
-    metrics,
-    residuals,
-    sampling_rate_test,
-    summarize,
-)
+from dynmass.evaluate import evaluate_runs, format_table
+from dynmass.metrics import mass_bin_edges, metrics, residuals, summarize
 from dynmass.models.msigma import MSigma
 from dynmass.observations import Observations
+from dynmass.rundir import PREDICTION_COLUMNS, load_run, load_runs
+from dynmass.sampling import sampling_rate_test
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.estimators import (
     ToyConst,

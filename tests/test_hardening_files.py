@@ -19,10 +19,10 @@ from dynmass import Catalog, InputError, read_catalog, read_observations, write_
 from dynmass.bundle import load_bundle, make_bundle
 from dynmass.cli import main
 from dynmass.cosmology import MDPL2
-from dynmass.evaluate import load_run
 from dynmass.models import load_model
 from dynmass.observations import from_views, write_observations
 from dynmass.predict import predict_file
+from dynmass.rundir import load_run
 from dynmass.train import cross_validate
 
 SETTINGS = {"aperture": 1.6, "vcut": 2200.0, "redshift": 0.117, "cosmology": dict(MDPL2),

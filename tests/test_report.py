@@ -15,8 +15,9 @@ from functools import partial
 import numpy as np
 import pytest
 
-from dynmass.evaluate import evaluate_runs, load_runs
+from dynmass.evaluate import evaluate_runs
 from dynmass.report import FIGURES, running_percentiles, write_report
+from dynmass.rundir import load_runs
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.estimators import (
     ToyConst,

@@ -17,10 +17,10 @@ from dynmass.cli import main
 from dynmass.errors import InputError, SettingsMismatchError
 from dynmass.models import load_model
 from dynmass.observations import write_observations
+from dynmass.rundir import PREDICTION_COLUMNS
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.worlds import evrard_views
 from dynmass.train import (
-    PREDICTION_COLUMNS,
     assign_folds,
     cross_validate,
     fit_all,

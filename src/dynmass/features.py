@@ -71,6 +71,10 @@ __all__ = [
 
 #: Version of the feature definition; bump when the numbers :func:`kde1d`/:func:`kde2d` return
 #: change, so that disk caches made by older code are not reused.
+#: Bins per axis of the KDE images and the scipy ``gaussian_kde`` bandwidth factor of Ho et al.
+#: 2019 (ApJ 887, 25): the defaults of every featurizer and model.
+N_BINS: int = 48
+BANDWIDTH: float = 0.25
 FEATURE_VERSION: int = 2  # 2: factored float64 kde2d (round-off level change)
 
 #: Floor of the sample standard deviation along any direction, in grid bin widths (see module
@@ -139,7 +143,7 @@ def _normalise(dens: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def kde1d_arrays(
-    v: np.ndarray, offsets: np.ndarray, vcut: float, n_bins: int = 48, bandwidth: float = 0.25
+    v: np.ndarray, offsets: np.ndarray, vcut: float, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH
 ) -> np.ndarray:
     """1D KDEs of ragged velocity samples (the engine of :func:`kde1d`).
 
@@ -346,8 +350,8 @@ def kde2d_arrays(
     offsets: np.ndarray,
     aperture: float,
     vcut: float,
-    n_bins: int = 48,
-    bandwidth: float = 0.25,
+    n_bins: int = N_BINS,
+    bandwidth: float = BANDWIDTH,
     *,
     threads: int | None = None,
 ) -> np.ndarray:
@@ -419,7 +423,7 @@ def kde2d_arrays(
     return out
 
 
-def kde1d(obs: Observations, n_bins: int = 48, bandwidth: float = 0.25) -> np.ndarray:
+def kde1d(obs: Observations, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH) -> np.ndarray:
     """Gaussian KDE of each view's line-of-sight velocities on bin centres over [-vcut, vcut].
 
     scipy ``gaussian_kde`` semantics with bandwidth factor ``bandwidth`` (Ho et al. 2019 use
@@ -442,7 +446,7 @@ def kde1d(obs: Observations, n_bins: int = 48, bandwidth: float = 0.25) -> np.nd
     return kde1d_arrays(obs.v, obs.offsets, obs.vcut, n_bins, bandwidth)
 
 
-def kde2d(obs: Observations, n_bins: int = 48, bandwidth: float = 0.25) -> np.ndarray:
+def kde2d(obs: Observations, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH) -> np.ndarray:
     """Full-covariance Gaussian KDE of each view's ``(R, v)`` on a grid over
     [0, aperture] x [-vcut, vcut].
 
@@ -509,8 +513,8 @@ def feature_cache_key(
 def cached_features(
     obs: Observations,
     kind: Literal["1d", "2d"],
-    n_bins: int = 48,
-    bandwidth: float = 0.25,
+    n_bins: int = N_BINS,
+    bandwidth: float = BANDWIDTH,
     cache_dir: str | os.PathLike | None = None,
     key: str = "",
 ) -> np.ndarray:

@@ -376,3 +376,62 @@ def observation_attrs(path: str | os.PathLike) -> dict[str, Any]:
                 v = json.loads(v)
             out[k] = v.item() if isinstance(v, np.generic) else v
     return out
+
+
+#: Observe settings that must agree between training, calibration and test views.
+MATCHED_SETTINGS: tuple[str, ...] = ("aperture", "vcut", "redshift", "min_members", "center",
+                                     "sampling_rate")
+
+
+def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], what: str,
+                         path: object) -> None:
+    """Raise :class:`SettingsMismatchError` when ``settings`` were observed unlike ``expected``.
+
+    Compares :data:`MATCHED_SETTINGS` (numbers to 1e-6) and the cosmology, where both say.
+    """
+    for key in MATCHED_SETTINGS:
+        a, b = settings.get(key), expected.get(key)
+        if a is None or b is None:
+            continue
+        same = (np.isclose(float(a), float(b), rtol=1e-6) if isinstance(b, (int, float))
+                and isinstance(a, (int, float)) else a == b)
+        if not same:
+            raise SettingsMismatchError(f"observed with {key}={a!r} but {what} used {b!r}",
+                                        path=path, column=key)
+    ca, cb = settings.get("cosmology"), expected.get("cosmology")
+    if isinstance(ca, dict) and isinstance(cb, dict):
+        for key in ("H0", "Om0", "sigma8"):
+            if key in ca and key in cb and not np.isclose(ca[key], cb[key], rtol=1e-6):
+                raise SettingsMismatchError(f"cosmology {key}={ca[key]} but {what} used {cb[key]}",
+                                            path=path, column=f"cosmology.{key}")
+
+
+def universe_of(settings: dict[str, Any]) -> str | None:
+    """``universe_sha256`` recorded in observe settings (None when the views are not mocks)."""
+    return settings.get("universe_sha256")
+
+
+def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any], used: set[str],
+                           what: str) -> Observations:
+    """Read views of a universe not yet ``used``, observed like ``obs_settings``, with truths.
+
+    Adds the file's ``universe_sha256`` to ``used``.
+
+    Raises
+    ------
+    InputError, SettingsMismatchError
+        Unreadable file, views observed otherwise, views of a used universe, or views
+        without a true m200c.
+    """
+    obs = read_observations(path)
+    check_same_observing(obs.settings, obs_settings, "the training views", path)
+    uni = universe_of(obs.settings)
+    if uni is not None and uni in used:
+        raise InputError(f"these views come from a universe already used for training or "
+                         f"calibration; {what} needs independent hosts", path=path,
+                         column="universe_sha256")
+    if uni is not None:
+        used.add(uni)
+    if not np.all(np.isfinite(obs.log10_m200c())):
+        raise InputError(f"{what} needs the true m200c of every view", path=path, column="m200c")
+    return obs

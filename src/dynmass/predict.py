@@ -37,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from dynmass._io import atomic_path, atomic_write_json, file_sha256, provenance
-from dynmass.bundle import Bundle, load_bundle, pct_name
+from dynmass.bundle import Bundle, load_bundle
 from dynmass.cosmology import C_KMS, MDPL2, from_astropy, to_astropy, validate_cosmology
 from dynmass.errors import InputError
+from dynmass.intervals import pct_name
 from dynmass.observations import from_views
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dynmass._io import atomic_path, atomic_write_text
-from dynmass.evaluate import CATASTROPHIC_DEX, PAPER_RANGE, Run, residuals
+from dynmass.metrics import CATASTROPHIC_DEX, PAPER_RANGE, residuals
+from dynmass.rundir import Run
 
 __all__ = [
     "FIGURES",

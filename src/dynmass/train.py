@@ -40,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from dynmass._io import atomic_write_json, atomic_write_text, file_sha256, provenance
+from dynmass._io import atomic_write_json, file_sha256, provenance
 from dynmass.errors import InputError, SettingsMismatchError
-from dynmass.models.base import Estimator, get_model, load_model
+from dynmass.folds import rank_folds
+from dynmass.models.base import Estimator, ensemble_predictions, get_model, load_model
 from dynmass.observations import Observations, read_observations
+from dynmass.rundir import RunDir, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,8 @@ __all__ = [
     "predict_mock",
     "load_run_models",
     "init_distributed",
-    "PREDICTION_COLUMNS",
 ]
 
-#: Columns of ``predictions.csv``.
-PREDICTION_COLUMNS: tuple[str, ...] = (
-    "halo_id", "los", "fold", "log10_m200c_true", "log10_m200c_pred", "n_gal",
-)
 FOLD_SCHEME = "hosts ranked by m200c, fold = rank mod k (Ho et al. 2019)"
 #: Keys of settings.json that must agree for a run folder to be resumed.
 _RESUME_KEYS: tuple[str, ...] = ("model", "model_settings", "observations_sha256", "folds",
@@ -91,22 +88,7 @@ def assign_folds(obs: Observations, k: int) -> np.ndarray:
     numpy.ndarray of int
         Fold index in ``[0, k)`` of every view.
     """
-    halo_id = np.asarray(obs.clusters["halo_id"])
-    mass = np.asarray(obs.clusters["m200c"], dtype=float)
-    if not np.all(np.isfinite(mass)) or np.any(mass <= 0):
-        raise InputError("every view needs a finite positive M200c to be assigned a fold",
-                         column="clusters/m200c")
-    hosts, inverse = np.unique(halo_id, return_inverse=True)
-    k = int(k)
-    if k < 2 or k > len(hosts):
-        raise InputError(f"folds must be between 2 and the number of halos ({len(hosts)}), "
-                         f"not {k}", column="folds")
-    host_mass = np.zeros(len(hosts))
-    np.maximum.at(host_mass, inverse, mass)
-    order = np.lexsort((hosts, -host_mass))
-    fold_of_host = np.empty(len(hosts), dtype=np.int64)
-    fold_of_host[order] = np.arange(len(hosts)) % k
-    return fold_of_host[inverse.ravel()]
+    return rank_folds(obs.clusters["halo_id"], obs.clusters["m200c"], k)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -210,7 +192,7 @@ def _jsonable(obj: Any) -> Any:
 def _fit(model: Estimator, obs: Observations, seed: int, features: np.ndarray | None,
          progress: bool, checkpoint: Path | None,
          epoch_callback: Callable[[int, dict[str, float]], None] | None) -> None:
-    if getattr(model, "supports_checkpoint", False):
+    if model.supports_checkpoint:
         model.fit(obs, seed=seed, features=features, progress=progress, checkpoint=checkpoint,
                   epoch_callback=epoch_callback)
     else:
@@ -218,7 +200,7 @@ def _fit(model: Estimator, obs: Observations, seed: int, features: np.ndarray | 
 
 
 def _predict(model: Estimator, obs: Observations, features: np.ndarray | None) -> np.ndarray:
-    if features is not None and hasattr(model, "predict_features"):
+    if features is not None and model.featurizer is not None:
         model.check_obs(obs)
         return np.asarray(model.predict_features(features), dtype=float)
     return np.asarray(model.predict(obs), dtype=float)
@@ -226,36 +208,13 @@ def _predict(model: Estimator, obs: Observations, features: np.ndarray | None) -
 
 def _features(model: Estimator, obs: Observations, cache_dir: Path | None, key: str
               ) -> tuple[np.ndarray | None, float]:
-    """Model input features for all views (None for models without ``compute_features``)."""
-    if not hasattr(model, "compute_features"):
+    """Model input features for all views (None for models without a featurizer)."""
+    featurizer = model.featurizer
+    if featurizer is None:
         return None, 0.0
     t0 = time.perf_counter()
-    X = model.compute_features(obs, cache_dir=cache_dir, key=key)
+    X = featurizer.transform(obs, cache_dir=cache_dir, key=key)
     return X, time.perf_counter() - t0
-
-
-def write_predictions_csv(path: str | os.PathLike, columns: dict[str, np.ndarray]) -> Path:
-    """Write a predictions table (CSV with a header) atomically.
-
-    Parameters
-    ----------
-    path : path
-        Destination.
-    columns : dict of str to numpy.ndarray
-        Equal-length columns, written in insertion order; integers as integers, floats with
-        10 significant digits (log10 masses in Msun/h).
-    """
-    names = list(columns)
-    text_cols = []
-    for name in names:
-        arr = np.asarray(columns[name])
-        if np.issubdtype(arr.dtype, np.integer):
-            text_cols.append([str(int(x)) for x in arr])
-        else:
-            text_cols.append([f"{float(x):.10g}" for x in arr])
-    lines = [",".join(names)] + [",".join(row) for row in zip(*text_cols, strict=True)]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return Path(path)
 
 
 # ----------------------------------------------------------------------------- cross-validation
@@ -318,6 +277,7 @@ def cross_validate(
         If ``out_dir`` holds a run with other settings and ``resume`` is true.
     """
     out = Path(out_dir)
+    run = RunDir(out)
     obs, obs_path, sha = _load_obs(obs_path_or_obs)
     template = _make_model(model_name, model_settings, device)
     with _distributed(template.settings.get("device", device)) as (rank, world):
@@ -334,12 +294,12 @@ def cross_validate(
             "world_size": world,
             **{k: v for k, v in provenance().items() if k in ("dynmass_version", "command")},
         }
-        done = _prepare_run_dir(out, record, resume, rank)
+        done = _prepare_run_dir(run, record, resume, rank)
         if done:
             log.info("run %s is already complete; nothing to do", out)
             return out
         key = sha if obs_path is not None else ""
-        X, feat_seconds = _features(template, obs, out / "cache" if cache_features else None, key)
+        X, feat_seconds = _features(template, obs, run.cache_dir if cache_features else None, key)
         pred = np.full(obs.n_views, np.nan)
         per_fold: list[dict[str, Any]] = []
         bar = None
@@ -350,7 +310,7 @@ def cross_validate(
         for f in range(folds):
             test = np.flatnonzero(fold_of == f)
             train = np.flatnonzero(fold_of != f)
-            info = _run_fold(out, f, obs, train, test, X, model_name, model_settings, device,
+            info = _run_fold(run, f, obs, train, test, X, model_name, model_settings, device,
                              seed, progress, rank, fold_callback, epoch_callback)
             pred[test] = info.pop("pred")
             per_fold.append(info)
@@ -360,7 +320,7 @@ def cross_validate(
             bar.close()
         if rank == 0:
             n_train = int(sum(p["n_train_views"] for p in per_fold))
-            atomic_write_json(out / "timing.json", {
+            atomic_write_json(run.timing_path, {
                 "train_seconds": float(sum(p["train_seconds"] for p in per_fold) + feat_seconds),
                 "predict_seconds": float(sum(p["predict_seconds"] for p in per_fold)),
                 "features_seconds": float(feat_seconds),
@@ -373,7 +333,7 @@ def cross_validate(
                         "precomputed features, their own feature work",
                 "per_fold": per_fold,
             })
-            write_predictions_csv(out / "predictions.csv", {
+            write_predictions_csv(run.predictions_path, {
                 "halo_id": np.asarray(obs.clusters["halo_id"]).astype(np.int64),
                 "los": np.asarray(obs.clusters["los"]).astype(np.int64),
                 "fold": fold_of.astype(np.int64),
@@ -385,9 +345,9 @@ def cross_validate(
     return out
 
 
-def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool, rank: int) -> bool:
+def _prepare_run_dir(run: RunDir, record: dict[str, Any], resume: bool, rank: int) -> bool:
     """Check or write ``settings.json``; returns True when the run is already complete."""
-    settings_path = out / "settings.json"
+    out, settings_path = run.path, run.settings_path
     if not resume and rank == 0 and out.exists():
         for p in out.iterdir():
             if p.name in ("settings.json", "predictions.csv", "timing.json") or (
@@ -410,7 +370,7 @@ def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool, rank: int)
                 f"this folder holds a run with other settings ({detail}); choose another "
                 "output folder or pass --no-resume (resume=False) to overwrite it",
                 path=settings_path)
-        if (out / "predictions.csv").exists():
+        if run.complete:
             return True
     elif rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -419,14 +379,13 @@ def _prepare_run_dir(out: Path, record: dict[str, Any], resume: bool, rank: int)
     return False
 
 
-def _run_fold(out: Path, f: int, obs: Observations, train: np.ndarray, test: np.ndarray,
+def _run_fold(run: RunDir, f: int, obs: Observations, train: np.ndarray, test: np.ndarray,
               X: np.ndarray | None, model_name: str, model_settings: dict[str, Any] | None,
               device: str, seed: int, progress: bool, rank: int,
               fold_callback: Callable[[int, Estimator], None] | None,
               epoch_callback: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
     """Train (or reload) fold ``f`` and predict its held-out views."""
-    path = out / f"fold_{f:02d}.h5"
-    ckpt = out / f"fold_{f:02d}.ckpt.pt"
+    path, ckpt = run.fold_path(f), run.checkpoint_path(f)
     reused = False
     model: Estimator | None = None
     if path.exists():
@@ -547,18 +506,10 @@ def fit_all(
 
 
 def load_run_models(model_path: str | os.PathLike) -> list[Estimator]:
-    """The model(s) of a single model file or of a run folder (all ``fold_XX.h5``)."""
+    """The model(s) of a single model file or of a run folder (:meth:`RunDir.load_models`)."""
     p = Path(model_path)
     if p.is_dir():
-        files = sorted(p.glob("fold_[0-9][0-9].h5"))
-        if not files:
-            raise InputError("run folder holds no fold_XX.h5 models", path=p)
-        if (p / "settings.json").exists():
-            n = json.loads((p / "settings.json").read_text()).get("folds")
-            if n is not None and len(files) != int(n):
-                raise InputError(f"run folder holds {len(files)} of {n} fold models "
-                                 "(incomplete run?)", path=p)
-        return [load_model(f) for f in files]
+        return RunDir(p).load_models()
     return [load_model(p)]
 
 
@@ -598,21 +549,10 @@ def predict_mock(
     """
     models = load_run_models(model_path)
     obs, path, _sha = _load_obs(obs_path)
-    cache: dict[tuple[str, str], np.ndarray] = {}
-    preds = []
     for model in models:
-        model.check_obs(obs, path)
         if device is not None and "device" in model.settings:
             model.settings["device"] = device
-        X = None
-        if hasattr(model, "compute_features"):
-            k = (getattr(model, "feature_kind", model.name),
-                 json.dumps([model.settings.get("n_bins"), model.settings.get("bandwidth")]))
-            if k not in cache:
-                cache[k] = model.compute_features(obs)
-            X = cache[k]
-        preds.append(_predict(model, obs, X))
-    P = np.vstack(preds)
+    P = ensemble_predictions(models, obs, path)
     columns = {
         "halo_id": np.asarray(obs.clusters["halo_id"]).astype(np.int64),
         "los": np.asarray(obs.clusters["los"]).astype(np.int64),

@@ -51,14 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the bundle (and the coverage checks); exit 1 if a coverage check fails."""
-    from dynmass.bundle import (
-        EDGE_MARGIN,
-        MIN_HOSTS,
-        coverage,
-        coverage_summary,
-        make_bundle,
-        write_coverage,
-    )
+    from dynmass.bundle import make_bundle
+    from dynmass.coverage import coverage, coverage_summary, write_coverage
+    from dynmass.intervals import EDGE_MARGIN, MIN_HOSTS
 
     bundle = make_bundle(args.run_dir, args.output, observations=args.observations,
                          calibration_observations=args.calibrate_on,

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check, write JSON and PNG, print the summary."""
-    from dynmass.bundle import coverage, coverage_summary, load_bundle, write_coverage
+    from dynmass.bundle import load_bundle
+    from dynmass.coverage import coverage, coverage_summary, write_coverage
 
     res = coverage(load_bundle(args.bundle), observations=args.observations, seed=args.seed,
                    figure=args.output.with_suffix(".png"))

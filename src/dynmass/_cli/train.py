@@ -91,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, model_settings=settings, device=args.device,
                          resume=not args.no_resume, progress=progress)
     if rank0:
-        timing = json.loads((out / "timing.json").read_text())
+        from dynmass.rundir import RunDir
+
+        timing = RunDir(out).read_timing()
         print(f"run written to {out} (predictions.csv: {timing['n_predict_views']} views; "
               f"train {timing['train_seconds']:.1f} s, predict {timing['predict_seconds']:.2f} s)")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -56,6 +57,9 @@ class Estimator(ABC):
     name: ClassVar[str] = "base"
     #: Default hyper-parameters of the model.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: True when :meth:`fit` takes ``features``, ``progress``, ``checkpoint`` and
+    #: ``epoch_callback`` (resumable training; :mod:`dynmass.train` passes them).
+    supports_checkpoint: ClassVar[bool] = False
 
     def __init__(self, **settings: Any) -> None:
         unknown = set(settings) - set(self.defaults)
@@ -80,6 +84,40 @@ class Estimator(ABC):
     @abstractmethod
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore fitted parameters from :meth:`get_arrays`' output."""
+
+    @property
+    def featurizer(self) -> Any:
+        """What the model reads from a view (a :class:`~dynmass.featurizers.KDEFeaturizer`),
+        or None for models that read the galaxies themselves (M-sigma, SDM)."""
+        return None
+
+    def predict_features(self, X: np.ndarray) -> np.ndarray:
+        """Predicted log10 M200c [Msun/h] from :attr:`featurizer` output ``X``.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            One feature row per view.
+        """
+        raise InputError(f"model '{self.name}' reads views, not precomputed features")
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyper-parameters (scikit-learn style; a copy of ``settings``)."""
+        return dict(self.settings)
+
+    def set_params(self, **params: Any) -> Estimator:
+        """Change hyper-parameters (unknown names raise :class:`InputError`); returns ``self``.
+
+        Parameters
+        ----------
+        **params
+            Settings to change.
+        """
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise InputError(f"unknown settings for model '{self.name}': {sorted(unknown)}")
+        self.settings.update(params)
+        return self
 
     def remember_obs_settings(self, obs: Observations) -> None:
         """Record the observe settings of the training data (checked at predict time)."""
@@ -159,3 +197,35 @@ def load_model(path: str | os.PathLike) -> Estimator:
         if not fh.attrs.get("complete", False):
             raise InputError("model file is incomplete (interrupted write?)", path=path)
         return read_model_group(fh, path)
+
+
+def ensemble_predictions(models: Sequence[Estimator], obs: Observations,
+                     path: object = None) -> np.ndarray:
+    """``(n_models, n_views)`` log10 M200c [Msun/h] of every model, after checking that ``obs``
+    was cut like each model's training views (``path`` is named in the error).
+
+    Models that share a featurizer (:attr:`Estimator.featurizer`, same key) get its features
+    computed once: the fold models of a run or a bundle all read the same KDE images.
+
+    Parameters
+    ----------
+    models : sequence of Estimator
+        Fitted models (e.g. the fold models of a run).
+    obs : Observations
+        Views to predict.
+    path : object, optional
+        The file ``obs`` came from, named in errors.
+    """
+    for m in models:
+        m.check_obs(obs, path)
+    features: dict[str, np.ndarray] = {}
+    rows = []
+    for m in models:
+        fz = m.featurizer
+        if fz is None:
+            rows.append(np.asarray(m.predict(obs), float))
+            continue
+        if fz.key not in features:
+            features[fz.key] = fz.transform(obs)
+        rows.append(np.asarray(m.predict_features(features[fz.key]), float))
+    return np.vstack(rows)

@@ -44,6 +44,9 @@ from torch import nn
 
 from dynmass._io import atomic_path
 from dynmass.errors import InputError
+from dynmass.features import BANDWIDTH, N_BINS
+from dynmass.featurizers import KDEFeaturizer
+from dynmass.folds import split_by_halo
 from dynmass.models.base import Estimator
 from dynmass.observations import Observations
 
@@ -62,8 +65,8 @@ _CNN_DEFAULTS: dict[str, Any] = {
     "dropout": 0.25,  # Ho et al. 2019
     "val_fraction": 0.1,  # fraction of training halos held out for early stopping
     "patience": 8,  # epochs without validation improvement before stopping (0: never stop)
-    "n_bins": 48,  # KDE bins per axis, Ho et al. 2019
-    "bandwidth": 0.25,  # scipy gaussian_kde bandwidth factor, Ho et al. 2019
+    "n_bins": N_BINS,  # KDE bins per axis, Ho et al. 2019
+    "bandwidth": BANDWIDTH,  # scipy gaussian_kde bandwidth factor, Ho et al. 2019
     "flip_v": True,  # double the training set by mirroring v -> -v, Ho et al. 2019
     "device": "auto",  # auto | cpu | cuda | mps
     "amp": "auto",  # auto | off | bf16 | fp16 (only used on CUDA)
@@ -105,7 +108,7 @@ def _check_settings(name: str, s: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- networks
 
 
-def build_network(kind: str, n_bins: int = 48, dropout: float = 0.25) -> nn.Sequential:
+def build_network(kind: str, n_bins: int = N_BINS, dropout: float = 0.25) -> nn.Sequential:
     """The CNN1D or CNN2D network of Ho et al. 2019.
 
     Parameters
@@ -311,11 +314,13 @@ class TorchEstimator(Estimator):
             CNN1D: :func:`dynmass.features.kde1d` ``(n_views, n_bins)``; CNN2D:
             :func:`dynmass.features.kde2d` ``(n_views, n_bins [R], n_bins [v])``.
         """
-        from dynmass.features import cached_features
+        return self.featurizer.transform(obs, cache_dir=cache_dir, key=key)
 
-        return cached_features(obs, self.feature_kind, n_bins=int(self.settings["n_bins"]),
-                               bandwidth=float(self.settings["bandwidth"]),
-                               cache_dir=cache_dir, key=key)
+    @property
+    def featurizer(self) -> KDEFeaturizer:
+        """The KDE images this network reads (kind, bins and bandwidth from its settings)."""
+        return KDEFeaturizer(self.feature_kind, int(self.settings["n_bins"]),
+                             float(self.settings["bandwidth"]))
 
     def _as_input(self, X: np.ndarray) -> np.ndarray:
         """``(n, channels, length)`` float32 array the network reads."""
@@ -651,38 +656,6 @@ class CNN2D(TorchEstimator):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def split_by_halo(halo_id: np.ndarray, val_fraction: float, seed: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Split view indices into training and validation sets by halo.
-
-    Parameters
-    ----------
-    halo_id : numpy.ndarray
-        Host halo of every view; all views of a halo land on the same side.
-    val_fraction : float
-        Fraction of the halos in the validation set (at least one halo when positive and
-        there are two or more halos).
-    seed : int
-        Seed of the random choice of validation halos.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        Sorted view indices of the training and the validation set.
-    """
-    if not 0 <= val_fraction < 1:
-        raise InputError(f"val_fraction must be in [0, 1), not {val_fraction}",
-                         column="val_fraction")
-    halos = np.unique(halo_id)
-    n_val = int(round(val_fraction * len(halos)))
-    if val_fraction > 0 and n_val == 0 and len(halos) >= 2:
-        n_val = 1
-    rng = np.random.default_rng([seed, 7919])
-    val_halos = rng.choice(halos, size=n_val, replace=False) if n_val else halos[:0]
-    is_val = np.isin(halo_id, val_halos)
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def _best_epoch(history: list[dict[str, float]]) -> int | None:

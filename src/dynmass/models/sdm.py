@@ -52,6 +52,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from dynmass.errors import InputError
+from dynmass.folds import rank_folds
 from dynmass.models.base import Estimator
 from dynmass.observations import Observations, _ragged_rows
 
@@ -300,16 +301,6 @@ def pairwise_divergence(
     return out
 
 
-def _halo_folds(obs: Observations, n_folds: int) -> np.ndarray:
-    """Fold of every view: halos ranked by mass, fold = rank mod n_folds (Ho et al. 2019)."""
-    hid = np.asarray(obs.clusters["halo_id"])
-    logm = obs.log10_m200c()
-    uniq, first, inv = np.unique(hid, return_index=True, return_inverse=True)
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[np.argsort(-logm[first], kind="stable")] = np.arange(len(uniq))
-    return (rank % n_folds)[inv]
-
-
 def _psd_clip(K: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """PSD version of symmetric ``K`` and the projection for test rows (None when K is PSD)."""
     K = 0.5 * (K + K.T)
@@ -436,9 +427,11 @@ class SDM(Estimator):
         scale = float(np.median(np.maximum(off_diag, 0.0)))
         scale = scale if scale > 0 else 1.0
         unit = np.sqrt(scale) if s["kernel"] == "exp" else scale
-        folds = _halo_folds(tr, int(s["inner_folds"]))
-        if len(np.unique(folds)) < 2:
+        if np.unique(tr.clusters["halo_id"]).size < 2:
             raise InputError("sdm inner cross-validation needs views of at least two halos")
+        n_hosts = np.unique(tr.clusters["halo_id"]).size
+        folds = rank_folds(tr.clusters["halo_id"], tr.clusters["m200c"],
+                           min(int(s["inner_folds"]), n_hosts))
         grid = [(f, C, nu) for f in s["sigma_factors"] for C in s["C_grid"] for nu in s["nu_grid"]]
         mse = np.zeros(len(grid))
         # libsvm releases the GIL while it trains: the (C, nu) fits of one kernel run on

@@ -11,7 +11,7 @@ Two minimal :class:`~dynmass.models.base.Estimator` subclasses stand in for real
 Files written by them are read back by :func:`dynmass.models.load_model` only while they are
 registered in :data:`dynmass.models.base.MODEL_NAMES`: use :func:`toy_models_registered`.
 
-:func:`broken_calibration` breaks the interval calibration of :mod:`dynmass.bundle` on purpose
+:func:`broken_calibration` breaks the interval calibration of :mod:`dynmass.intervals` on purpose
 (over-confident belts, belts on shuffled masses), so that a test can show its coverage bounds
 reject such intervals.
 
@@ -231,11 +231,11 @@ BROKEN_CALIBRATIONS: dict[str, str] = {
 
 @contextmanager
 def broken_calibration(kind: str | None, seed: int = 0) -> Iterator[None]:
-    """Break :func:`dynmass.bundle.calibrate` for the duration of the block.
+    """Break :func:`dynmass.intervals.calibrate` for the duration of the block.
 
-    Every interval table of :mod:`dynmass.bundle` (:func:`~dynmass.bundle.make_bundle`, the
-    cross-fitting of :func:`~dynmass.bundle.coverage`, and so the report's interval coverage)
-    is built by that function; inside the block it first damages its calibration views as
+    Every interval table (:func:`~dynmass.bundle.make_bundle`, the cross-fitting of
+    :func:`~dynmass.coverage.coverage`, and so the report's interval coverage) is built by
+    that function, called through its module; inside the block it first damages its calibration views as
     :data:`BROKEN_CALIBRATIONS` says.
 
     Parameters
@@ -251,9 +251,9 @@ def broken_calibration(kind: str | None, seed: int = 0) -> Iterator[None]:
     if kind not in BROKEN_CALIBRATIONS:
         raise ValueError(f"unknown broken calibration {kind!r}; choose from "
                          f"{sorted(BROKEN_CALIBRATIONS)}")
-    import dynmass.bundle as bundle_module
+    import dynmass.intervals as intervals_module
 
-    original = bundle_module.calibrate
+    original = intervals_module.calibrate
     rng = np.random.default_rng(seed)
 
     def calibrate(pred: np.ndarray, true: np.ndarray, *args: Any, **kwargs: Any):
@@ -264,5 +264,5 @@ def broken_calibration(kind: str | None, seed: int = 0) -> Iterator[None]:
             true = rng.permutation(true)
         return original(pred, true, *args, **kwargs)
 
-    with mock.patch.object(bundle_module, "calibrate", calibrate):
+    with mock.patch.object(intervals_module, "calibrate", calibrate):
         yield

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from dynmass._io import atomic_write_json
-from dynmass.evaluate import PREDICTION_COLUMNS
 from dynmass.models import get_model
 from dynmass.observations import Observations
+from dynmass.rundir import PREDICTION_COLUMNS
 
 __all__ = ["TOY_OBS_SETTINGS", "scratch_folder", "synthetic_predictions_run", "write_fold_run",
            "write_predictions_run"]

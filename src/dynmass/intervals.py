@@ -1,0 +1,385 @@
+"""Prediction intervals of log10 M200c from calibration views ``(pred, true, host)``.
+
+Interval methods (quantiles with Weibull plotting positions ``p (k+1)``, so that for
+exchangeable data an order statistic covers its nominal fraction on average; Vovk, Gammerman &
+Shafer 2005, *Algorithmic Learning in a Random World*; Lei et al. 2018, JASA 113, 1094):
+
+- ``"neyman"`` (default): a Neyman (1937) confidence belt. For every true mass m, quantiles of
+  ``pred - true`` in a window of calibration views around m (at least ``k`` views and
+  :data:`MIN_HOSTS` distinct hosts, local-linear in m; :func:`belt_table`) give the belt
+  curves ``c_q(m) = m + Q_q(m)``; a cluster with ensemble prediction ``mu`` gets the
+  percentile p at the m where ``c_{100-p}(m) = mu``. The 68% (95%) interval then contains the
+  true mass in 68% (95%) of clusters *at every true mass*, whatever the mass function of the
+  clusters one applies it to (the training set's is flat, the sky's is steep), and the median
+  is median-unbiased at every mass; this undoes the pull of learners towards the middle of the
+  training range (Ho et al. 2019, ApJ 887, 25). Where a belt curve is not monotonic (a learner
+  that saturates) it is replaced by its running maximum, which widens the interval. Masses
+  are clipped to the belt's ends. Coverage *in bins of predicted mass* is not guaranteed: it
+  depends on the mass function of the clusters (Eddington bias), and is reported, not judged.
+- ``"knn_pred"``: quantiles of ``true - pred`` among the ``k`` views nearest in *predicted*
+  mass, added to ``mu``. Calibrated on average over the calibration views' mass distribution
+  at each predicted mass (a posterior under that prior), hence not at each true mass.
+
+Intervals are claimed on the **calibrated range** (:func:`calibrated_range`): at least
+:data:`EDGE_MARGIN` dex inside the training mass range and with :data:`MIN_HOSTS` calibration
+hosts beyond each end. :func:`coverage` checks them, on independent test universes or by
+cross-fitting, in bins of true mass with host-bootstrap errors.
+
+Examples
+--------
+>>> import numpy as np
+>>> from dynmass.intervals import apply_intervals, calibrate
+>>> rng = np.random.default_rng(5)
+>>> true = rng.uniform(13.5, 15.5, 20000)
+>>> pred = true + rng.normal(0.0, 0.1, true.size)  # an unbiased 0.1 dex estimator
+>>> grid, table = calibrate(pred, true, "neyman", 1000)
+>>> q = apply_intervals(np.array([14.5]), grid, table, "neyman")[0]
+>>> np.round(q - 14.5, 1).tolist()  # 2.5, 16, 50, 84, 97.5 percentiles around the truth
+[-0.2, -0.1, 0.0, 0.1, 0.2]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dynmass.errors import InputError
+
+#: Percentiles (in per cent) of log10 M200c every prediction reports.
+PERCENTILES: tuple[float, ...] = (2.5, 16.0, 50.0, 84.0, 97.5)
+#: Interval methods (see :func:`calibrate`).
+METHODS: tuple[str, ...] = ("neyman", "knn_pred")
+
+
+def pct_name(p: float) -> str:
+    """Column suffix of percentile ``p`` (per cent): 2.5 -> ``"p2_5"``, 16 -> ``"p16"``."""
+    text = f"{p:g}".replace(".", "_")
+    return f"p{text}"
+
+
+@dataclass
+class Calibration:
+    """Held-out predictions of a training run (one row per view).
+
+    Parameters
+    ----------
+    pred, true : numpy.ndarray
+        Predicted and true log10 M200c [Msun/h].
+    fold, halo_id, los, n_gal : numpy.ndarray
+        Fold of the view's halo (for independent calibration views: a pseudo-fold drawn per
+        host, used only to cross-fit coverage), halo id, line-of-sight index, number of
+        galaxies.
+    source : numpy.ndarray, optional
+        Index of the observations file a view came from (0 for a run's held-out views);
+        ``(source, halo_id)`` names a host uniquely.
+    """
+
+    pred: np.ndarray
+    true: np.ndarray
+    fold: np.ndarray
+    halo_id: np.ndarray
+    los: np.ndarray
+    n_gal: np.ndarray
+    source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = np.zeros(len(self.pred), dtype=np.int64)
+
+    @property
+    def host(self) -> np.ndarray:
+        """Integer label of each view's host (:func:`host_labels`)."""
+        return host_labels(self.source, self.halo_id)
+
+    @property
+    def residual(self) -> np.ndarray:
+        """``true - pred`` in dex (minus the paper's eps = log10 M_pred / M_true)."""
+        return self.true - self.pred
+
+    def subset(self, mask: np.ndarray) -> Calibration:
+        """Rows where ``mask`` is true."""
+        return Calibration(**{k: getattr(self, k)[mask] for k in _CAL_FIELDS})
+
+
+def host_labels(source: np.ndarray, halo_id: np.ndarray) -> np.ndarray:
+    """Integer label per view, one per distinct ``(source file, halo_id)`` pair."""
+    pairs = np.column_stack([np.asarray(source, np.int64), np.asarray(halo_id, np.int64)])
+    return np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
+
+
+_CAL_FIELDS = ("pred", "true", "fold", "halo_id", "los", "n_gal", "source")
+
+
+def default_k_neighbors(n_calibration: int) -> int:
+    """Window size: 1/20 of the calibration views, at least 200, at most all of them."""
+    return int(min(n_calibration, max(200, n_calibration // 20)))
+
+
+def quantile_table(
+    pred: np.ndarray,
+    residual: np.ndarray,
+    k_neighbors: int | None = None,
+    percentiles: Sequence[float] = PERCENTILES,
+    n_grid: int = 200,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantiles of ``residual`` among the ``k`` views nearest in predicted mass, on a grid.
+
+    Parameters
+    ----------
+    pred : numpy.ndarray
+        Held-out predicted log10 M200c [Msun/h].
+    residual : numpy.ndarray
+        ``true - pred`` [dex] of the same views.
+    k_neighbors : int, optional
+        Views per window (default :func:`default_k_neighbors`).
+    percentiles : sequence of float
+        Percentiles (per cent) to tabulate.
+    n_grid : int
+        Most grid nodes (placed at quantiles of ``pred``).
+
+    Returns
+    -------
+    grid : numpy.ndarray
+        Predicted log10 M200c of each node, increasing.
+    table : numpy.ndarray
+        ``(len(grid), len(percentiles))`` residual quantiles [dex].
+    """
+    pred = np.asarray(pred, float)
+    residual = np.asarray(residual, float)
+    n = len(pred)
+    if n < 10:
+        raise InputError(f"only {n} held-out views to calibrate intervals on; need at least 10")
+    k = default_k_neighbors(n) if k_neighbors is None else int(min(max(k_neighbors, 5), n))
+    order = np.argsort(pred, kind="stable")
+    ps, rs = pred[order], residual[order]
+    grid = np.unique(np.quantile(ps, np.linspace(0.0, 1.0, min(n_grid, n))))
+    centre = np.searchsorted(ps, grid)
+    start = np.clip(centre - k // 2, 0, n - k)
+    probs = np.asarray(percentiles, float) / 100.0
+    table = np.empty((len(grid), len(probs)))
+    for i, s in enumerate(start):
+        table[i] = np.quantile(rs[s : s + k], probs, method="weibull")
+    return grid, table
+
+
+def interpolate_quantiles(mu: np.ndarray, grid: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Residual quantiles at predicted masses ``mu`` (linear in between, constant beyond)."""
+    mu = np.atleast_1d(np.asarray(mu, float))
+    out = np.empty((len(mu), table.shape[1]))
+    for j in range(table.shape[1]):
+        out[:, j] = np.interp(mu, grid, table[:, j])
+    return out
+
+
+#: Fewest distinct hosts a belt window must hold, and fewest calibration hosts beyond each end
+#: of the calibrated mass range (views of one host along different lines of sight are
+#: correlated, so hosts, not views, set how well a quantile is known).
+MIN_HOSTS: int = 25
+#: Widest half-width [dex] a belt window may grow to in search of ``MIN_HOSTS`` hosts.
+MAX_HALFWIDTH: float = 0.25
+#: Margin [dex] between each edge of the training mass range and the calibrated range, where
+#: learners are pulled towards the middle of the range (Ho et al. 2019, ApJ 887, 25).
+EDGE_MARGIN: float = 0.2
+
+
+def belt_table(
+    true: np.ndarray,
+    pred: np.ndarray,
+    host: np.ndarray | None = None,
+    k_neighbors: int | None = None,
+    percentiles: Sequence[float] = PERCENTILES,
+    min_hosts: int = MIN_HOSTS,
+    max_halfwidth: float = MAX_HALFWIDTH,
+    n_grid: int = 200,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neyman confidence belt: quantiles of ``pred - true`` at each true mass, edge-corrected.
+
+    At a node ``m0`` (nodes at quantiles of ``true``) the window holds the ``k`` views nearest
+    in true mass, widened symmetrically in mass until it holds ``min_hosts`` distinct hosts.
+    Within the window the linear trend of the residual with true mass (least squares on its
+    central 95%) is removed, moving every residual to ``m0``; the Weibull quantiles of the
+    moved residuals are the belt at ``m0``. This is a local-linear estimate (Fan & Gijbels
+    1996, *Local Polynomial Modelling*), free of the first-order bias a plain window has where
+    it is one-sided, at the edges of the training range, exactly where learners are biased.
+    Nodes that would need a window wider than ``max_halfwidth`` are dropped: the belt, and so
+    every interval, ends there.
+
+    Parameters
+    ----------
+    true, pred : numpy.ndarray
+        True and predicted log10 M200c [Msun/h] of calibration views.
+    host : numpy.ndarray, optional
+        Host label of every view (default: every view its own host).
+    k_neighbors : int, optional
+        Fewest views per window (default :func:`default_k_neighbors`).
+    percentiles : sequence of float
+        Percentiles (per cent) to tabulate.
+    min_hosts : int
+        Fewest distinct hosts per window.
+    max_halfwidth : float
+        Widest window half-width [dex].
+    n_grid : int
+        Most nodes.
+
+    Returns
+    -------
+    grid : numpy.ndarray
+        True log10 M200c of every kept node, increasing.
+    table : numpy.ndarray
+        ``(len(grid), len(percentiles))`` quantiles of ``pred - true`` [dex].
+    """
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    n = len(true)
+    if n < 10:
+        raise InputError(f"only {n} calibration views; need at least 10")
+    host = np.arange(n) if host is None else np.asarray(host)
+    k = default_k_neighbors(n) if k_neighbors is None else int(min(max(k_neighbors, 5), n))
+    order = np.argsort(true, kind="stable")
+    t, r, h = true[order], (pred - true)[order], host[order]
+    probs = np.asarray(percentiles, float) / 100.0
+    nodes, rows = [], []
+    for m0 in np.unique(np.quantile(t, np.linspace(0.0, 1.0, min(n_grid, n)))):
+        c = int(np.searchsorted(t, m0))
+        s = int(np.clip(c - k // 2, 0, n - k))
+        hw_k = max(m0 - t[s], t[s + k - 1] - m0)
+        reach = max(hw_k, max_halfwidth)
+        a = int(np.searchsorted(t, m0 - reach, side="left"))
+        b = int(np.searchsorted(t, m0 + reach, side="right"))
+        d = np.abs(t[a:b] - m0)
+        by_d = np.argsort(d, kind="stable")
+        _, first = np.unique(h[a:b][by_d], return_index=True)
+        if len(first) < min_hosts:
+            continue
+        hw_h = d[by_d[np.sort(first)[min_hosts - 1]]]
+        if hw_h > max_halfwidth:
+            continue
+        w = d <= max(hw_k, hw_h)
+        x, y = t[a:b][w] - m0, r[a:b][w]
+        lo, hi = np.quantile(y, [0.025, 0.975])
+        core = (y >= lo) & (y <= hi)
+        var = float(np.var(x[core]))
+        slope = float(np.cov(x[core], y[core], bias=True)[0, 1] / var) if var > 1e-10 else 0.0
+        nodes.append(m0)
+        rows.append(np.quantile(y - slope * x, probs, method="weibull"))
+    if len(nodes) < 2:
+        raise InputError(f"no true mass has {min_hosts} calibration hosts within "
+                         f"{max_halfwidth} dex: too few hosts to calibrate intervals on")
+    return np.asarray(nodes), np.asarray(rows)
+
+
+def calibrated_range(
+    true: np.ndarray,
+    host: np.ndarray,
+    training_range: Sequence[float],
+    min_hosts: int = MIN_HOSTS,
+    edge_margin: float = EDGE_MARGIN,
+) -> list[float]:
+    """log10 M200c range [Msun/h] over which a bundle's intervals are claimed.
+
+    ``edge_margin`` dex inside each end of the training range, and with at least
+    ``min_hosts`` calibration hosts below its lower end and above its upper end (counting a
+    host at its true mass), so that the belt at both ends rests on many hosts rather than a
+    few views of one.
+
+    Raises
+    ------
+    InputError
+        When the range is empty.
+    """
+    true, host = np.asarray(true, float), np.asarray(host)
+    _, first = np.unique(host, return_index=True)
+    hm = np.sort(true[first])
+    lo = float(training_range[0]) + edge_margin
+    hi = float(training_range[1]) - edge_margin
+    if len(hm) >= min_hosts:
+        lo, hi = max(lo, float(hm[min_hosts - 1])), min(hi, float(hm[-min_hosts]))
+    if len(hm) < 2 * min_hosts or hi <= lo:
+        raise InputError(f"{len(hm)} calibration hosts leave no mass range with {min_hosts} "
+                         f"hosts beyond each end, {edge_margin} dex inside the training range "
+                         f"{[round(float(x), 3) for x in training_range]}")
+    return [lo, hi]
+
+
+def calibrate(
+    pred: np.ndarray,
+    true: np.ndarray,
+    method: str = "neyman",
+    k_neighbors: int | None = None,
+    percentiles: Sequence[float] = PERCENTILES,
+    host: np.ndarray | None = None,
+    min_hosts: int = MIN_HOSTS,
+    max_halfwidth: float = MAX_HALFWIDTH,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval calibration table from held-out ``(pred, true)`` log10 M200c [Msun/h].
+
+    Parameters
+    ----------
+    pred, true : numpy.ndarray
+        Held-out (or independent) predicted and true log10 M200c.
+    method : {"neyman", "knn_pred"}
+        ``"neyman"``: the confidence belt of :func:`belt_table`, inverted by
+        :func:`apply_intervals`; ``"knn_pred"``: quantiles of ``true - pred`` among views
+        nearest in *predicted* mass (:func:`quantile_table`).
+    k_neighbors : int, optional
+        Views per window.
+    percentiles : sequence of float
+        Percentiles (per cent); must be symmetric about 50 for ``"neyman"``.
+    host : numpy.ndarray, optional
+        Host label of every view (``"neyman"`` only; default: each view its own host).
+    min_hosts, max_halfwidth
+        See :func:`belt_table`.
+
+    Returns
+    -------
+    grid, table : numpy.ndarray
+        Nodes and quantiles (see :func:`belt_table` and :func:`quantile_table`).
+    """
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if method == "neyman":
+        p = np.asarray(percentiles, float)
+        if not np.allclose(np.sort(100 - p), np.sort(p)):
+            raise InputError(f"percentiles {list(p)} are not symmetric about 50")
+        return belt_table(true, pred, host, k_neighbors, percentiles, min_hosts, max_halfwidth)
+    if method == "knn_pred":
+        return quantile_table(pred, true - pred, k_neighbors, percentiles)
+    raise InputError(f"unknown interval method {method!r}; choose from {list(METHODS)}")
+
+
+def apply_intervals(
+    mu: np.ndarray,
+    grid: np.ndarray,
+    table: np.ndarray,
+    method: str = "neyman",
+    percentiles: Sequence[float] = PERCENTILES,
+) -> np.ndarray:
+    """Percentiles of log10 M200c [Msun/h] for predictions ``mu`` from a :func:`calibrate` table.
+
+    For ``"neyman"`` (Neyman 1937, Phil. Trans. R. Soc. A 236, 333; Feldman & Cousins 1998,
+    PRD 57, 3873 for the belt picture) the belt curve ``c_q(m) = m + Q_q(pred - true | m)``
+    is made non-decreasing and inverted: the output percentile ``p`` is the true mass ``m``
+    with ``c_{100-p}(m) = mu``, so the central 68% (95%) interval contains the true mass with
+    probability 68% (95%) *for every true mass*, whatever the mass function of the clusters.
+    Masses are clipped to the calibrated (training) range. For ``"knn_pred"`` the output is
+    ``mu + Q_p(true - pred | pred ~ mu)``, calibrated on average over the training mass
+    distribution.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(mu), len(percentiles))``.
+    """
+    mu = np.atleast_1d(np.asarray(mu, float))
+    if method == "knn_pred":
+        return mu[:, None] + interpolate_quantiles(mu, grid, table)
+    if method != "neyman":
+        raise InputError(f"unknown interval method {method!r}; choose from {list(METHODS)}")
+    p = np.asarray(percentiles, float)
+    out = np.empty((len(mu), len(p)))
+    tiny = 1e-9 * np.arange(len(grid))
+    for j, pj in enumerate(p):
+        jj = int(np.argmin(np.abs(p - (100.0 - pj))))
+        curve = np.maximum.accumulate(grid + table[:, jj]) + tiny
+        out[:, j] = np.interp(mu, curve, grid)
+    return out
