@@ -22,7 +22,8 @@ install: $(STAMP)
 
 # Modules whose Examples run as doctests with the suite.
 DOCTESTS := src/dynmass/testing src/dynmass/folds.py src/dynmass/featurizers.py \
-	src/dynmass/rundir.py src/dynmass/metrics.py src/dynmass/intervals.py
+	src/dynmass/rundir.py src/dynmass/metrics.py src/dynmass/intervals.py \
+	src/dynmass/models/torch_runtime.py
 
 # The whole suite, with the 15 slowest tests listed.
 test: $(STAMP)

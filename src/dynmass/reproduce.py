@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 #: Ho et al. 2019 (ApJ 887, 25), results on MDPL2 mocks for 10^14 <= M200c < 10^15 Msun/h:
 #: median eps, 16-84 width, standard deviation (dex), and the 16-84 width of the prediction
-#: shift when galaxies are dropped (sampling rates 0.6-0.8). From ../shared/DESIGN.md section 1.
+#: shift when galaxies are dropped (sampling rates 0.6-0.8): the paper's table and its section 5.3.
 PAPER: dict[str, dict[str, float]] = {
     "msigma": {"median": -0.085, "width_16_84": 0.691, "std": 0.372, "sampling_width": 0.269},
     "sdm": {"median": -0.060, "width_16_84": 0.273, "std": 0.151, "sampling_width": 0.174},

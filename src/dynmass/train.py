@@ -43,7 +43,13 @@ import numpy as np
 from dynmass._io import atomic_write_json, file_sha256, provenance
 from dynmass.errors import InputError, SettingsMismatchError
 from dynmass.folds import rank_folds
-from dynmass.models.base import Estimator, ensemble_predictions, get_model, load_model
+from dynmass.models.base import (
+    RUNTIME_SETTINGS,
+    Estimator,
+    ensemble_predictions,
+    get_model,
+    load_model,
+)
 from dynmass.observations import Observations, read_observations
 from dynmass.rundir import RunDir, write_predictions_csv
 
@@ -62,8 +68,6 @@ FOLD_SCHEME = "hosts ranked by m200c, fold = rank mod k (Ho et al. 2019)"
 #: Keys of settings.json that must agree for a run folder to be resumed.
 _RESUME_KEYS: tuple[str, ...] = ("model", "model_settings", "observations_sha256", "folds",
                                  "seed", "fold_scheme")
-#: Model settings that only choose hardware; they may change between a run and its resumption.
-_RUNTIME_SETTINGS: tuple[str, ...] = ("device", "num_threads", "predict_batch_size")
 
 
 # ----------------------------------------------------------------------------- folds
@@ -181,7 +185,7 @@ def _fold_seed(seed: int, fold: int) -> int:
 def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     out = {k: record.get(k) for k in _RESUME_KEYS}
     out["model_settings"] = {k: v for k, v in (record.get("model_settings") or {}).items()
-                             if k not in _RUNTIME_SETTINGS}
+                             if k not in RUNTIME_SETTINGS}
     return _jsonable(out)
 
 
@@ -396,8 +400,8 @@ def _run_fold(run: RunDir, f: int, obs: Observations, train: np.ndarray, test: n
             log.warning("retraining fold %d: %s", f, exc)
         if model is not None:
             expected = _make_model(model_name, model_settings, device)
-            mine = {k: v for k, v in model.settings.items() if k not in _RUNTIME_SETTINGS}
-            want = {k: v for k, v in expected.settings.items() if k not in _RUNTIME_SETTINGS}
+            mine = {k: v for k, v in model.settings.items() if k not in RUNTIME_SETTINGS}
+            want = {k: v for k, v in expected.settings.items() if k not in RUNTIME_SETTINGS}
             if model.name != model_name or _jsonable(mine) != _jsonable(want):
                 raise SettingsMismatchError(
                     f"saved fold model is a '{model.name}' with settings {mine}, but this run "

@@ -42,6 +42,11 @@ MODEL_NAMES: dict[str, str] = {
 }
 
 
+#: Model settings that only choose hardware (device, CPU threads, prediction batch size): they
+#: may differ between a fit and its resumption, and do not change what a model computes.
+RUNTIME_SETTINGS: tuple[str, ...] = ("device", "num_threads", "predict_batch_size")
+
+
 class Estimator(ABC):
     """A mass model: ``fit`` on observations, ``predict`` log10 M200c, ``save`` and ``load``.
 
