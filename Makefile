@@ -20,10 +20,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
-# Modules whose Examples run as doctests with the suite.
-DOCTESTS := src/dynmass/testing src/dynmass/folds.py src/dynmass/featurizers.py \
-	src/dynmass/rundir.py src/dynmass/metrics.py src/dynmass/intervals.py \
-	src/dynmass/models/torch_runtime.py
+# Every Examples section of the package runs as a doctest with the suite.
+DOCTESTS := src/dynmass
 
 # The whole suite, with the 15 slowest tests listed.
 test: $(STAMP)

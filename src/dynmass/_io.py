@@ -59,13 +59,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
+    """Write ``text`` to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file (its folder is created if missing).
+    text : str
+        Content, written in the default encoding.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    """Write ``obj`` as indented JSON to ``path`` atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file (its folder is created if missing).
+    obj : object
+        JSON-able value; numpy scalars and arrays and paths are converted. Keys are sorted and
+        the file ends with a newline.
+    """
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
@@ -85,7 +102,20 @@ def to_json(obj: Any) -> str:
 
 
 def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
-    """SHA-256 hex digest of a file's bytes."""
+    """SHA-256 hex digest of a file's bytes.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        File to hash.
+    chunk_bytes : int
+        Bytes read at a time (4 MiB by default).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_bytes):
@@ -203,7 +233,27 @@ def hdf5_read_errors(path: str | os.PathLike) -> Iterator[None]:
 
 
 def read_json_attr(fh: h5py.File | h5py.Group, name: str, path: object = None) -> Any:
-    """Read a JSON-encoded attribute; a clear error names the file and attribute when absent."""
+    """Read a JSON-encoded attribute; a clear error names the file and attribute when absent.
+
+    Parameters
+    ----------
+    fh : h5py.File or h5py.Group
+        Open HDF5 file or group holding the attribute.
+    name : str
+        Attribute name.
+    path : str or os.PathLike, optional
+        File name for error messages (default: ``fh``'s file name).
+
+    Returns
+    -------
+    object
+        The decoded JSON value.
+
+    Raises
+    ------
+    InputError
+        The attribute is missing or not valid JSON.
+    """
     if name not in fh.attrs:
         raise InputError(f"missing root attribute '{name}'", path=path or fh.file.filename)
     raw = fh.attrs[name]

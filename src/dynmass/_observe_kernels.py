@@ -20,6 +20,7 @@ import numpy as np
 from scipy.integrate import cumulative_trapezoid
 from scipy.spatial import cKDTree
 
+from dynmass.centring import PAD_R, PAD_V, centre_on_members
 from dynmass.cosmology import C_KMS, to_astropy
 
 #: Purpose tags of the per-view random streams (last entry of the SeedSequence key).
@@ -27,17 +28,24 @@ SEED_SAMPLING = 1
 SEED_DIRECTIONS = 2
 SEED_FLAT = 3
 
-#: Members-based centring: candidates within ``CENTER_PAD_R * aperture`` and
-#: ``CENTER_PAD_V * vcut`` of the true centre; the estimated centre may move at most
-#: ``CENTER_MAX_SHIFT`` aperture (projected) and ``CENTER_MAX_SHIFT`` vcut (velocity).
-CENTER_PAD_R = 1.5
-CENTER_PAD_V = 1.6
-CENTER_MAX_SHIFT = 0.5
-CENTER_MAX_ITER = 20
-
-
 def view_rng(seed: int, halo_row: int, los: int, purpose: int) -> np.random.Generator:
-    """Random generator of one view, keyed by ``(seed, halo_row, los, purpose)``."""
+    """Random generator of one view, keyed by ``(seed, halo_row, los, purpose)``.
+
+    Parameters
+    ----------
+    seed : int
+        Observe seed.
+    halo_row : int
+        Row of the host in the halo table.
+    los : int
+        Line-of-sight index of the view.
+    purpose : int
+        What the draws are for (``SEED_*`` tags), so that streams never overlap.
+
+    Returns
+    -------
+    numpy.random.Generator
+    """
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(halo_row), int(los),
                                                          int(purpose)]))
 
@@ -89,6 +97,17 @@ def los_redshift_bounds(vcut: float, u_gal_max: float, u_clu_max: Any,
     ``(1 + z_cos,g) = (1 + v/c)(1 + z)(1 + u_c/c) / (1 + u_g/c)``, bounded with ``|v| <= vcut``,
     ``|u_g| <= u_gal_max``, ``|u_c| <= u_clu_max`` (all km/s).
 
+    Parameters
+    ----------
+    vcut : float
+        Velocity cut, km/s.
+    u_gal_max : float
+        Largest galaxy peculiar speed, km/s.
+    u_clu_max : float or numpy.ndarray
+        Largest line-of-sight cluster peculiar speed, km/s.
+    z : float
+        Snapshot redshift.
+
     Returns
     -------
     z_lo, z_hi : float
@@ -105,6 +124,18 @@ def los_half_depth(z_lo: Any, z_hi: Any, table: tuple[np.ndarray, np.ndarray]) -
     """Largest comoving line-of-sight offset [Mpc/h] between redshifts ``z_lo`` and ``z_hi``.
 
     Works elementwise on arrays; a float for scalar input.
+
+    Parameters
+    ----------
+    z_lo, z_hi : float or numpy.ndarray
+        Cosmological redshift range.
+    table : tuple of numpy.ndarray
+        ``(offset [comoving Mpc/h], z)`` from :func:`redshift_table`.
+
+    Returns
+    -------
+    float or numpy.ndarray
+        Half-depth, comoving Mpc/h (padded by 1e-6 relative and absolute).
     """
     d, zz = table
     if np.any(np.asarray(z_lo) < zz[0]) or np.any(np.asarray(z_hi) > zz[-1]):
@@ -166,6 +197,15 @@ def host_directions(n_los: int, seed: int, halo_row: int) -> np.ndarray:
     hemisphere of ``n_los - 3`` points turned by a random rotation drawn from the host's own
     stream (so hosts do not share directions and none coincides with an axis).
 
+    Parameters
+    ----------
+    n_los : int
+        Lines of sight of the host.
+    seed : int
+        Observe seed.
+    halo_row : int
+        Row of the host in the halo table (keys its random stream).
+
     Returns
     -------
     numpy.ndarray
@@ -212,7 +252,21 @@ def _flatten(lists: np.ndarray | list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_tree(gal_pos: np.ndarray, axis: int, box: float) -> cKDTree:
-    """Periodic tree of the galaxies: 2D on the sky plane of ``axis`` (0/1/2), 3D for -1."""
+    """Periodic tree of the galaxies: 2D on the sky plane of ``axis`` (0/1/2), 3D for -1.
+
+    Parameters
+    ----------
+    gal_pos : numpy.ndarray
+        (m, 3) galaxy positions in [0, box), comoving Mpc/h.
+    axis : int
+        Line of sight along x, y, z (0, 1, 2), or -1 for other directions.
+    box : float
+        Box side, comoving Mpc/h (the tree is periodic).
+
+    Returns
+    -------
+    scipy.spatial.cKDTree
+    """
     pts = gal_pos if axis < 0 else gal_pos[:, [i for i in (0, 1, 2) if i != axis]]
     return cKDTree(pts, boxsize=box, balanced_tree=False, compact_nodes=False)
 
@@ -322,8 +376,8 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
     vcut = float(task["vcut"])
     z = float(task["redshift"])
     members = task["center"] == "members"
-    r_cand = ap * CENTER_PAD_R if members else ap
-    v_cand = vcut * CENTER_PAD_V if members else vcut
+    r_cand = ap * PAD_R if members else ap
+    v_cand = vcut * PAD_V if members else vcut
     cen_pos, cen_vel, los = task["cen_pos"][sel], task["cen_vel"][sel], task["los"][sel]
     halo_id, halo_row = task["halo_id"][sel], task["halo_row"][sel]
     los_index = task["los_index"][sel]
@@ -377,8 +431,9 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
             idx = idx[rng.random(idx.size) < rate]
         if members:
             p = np.column_stack([perp[idx] @ e1[j], perp[idx] @ e2[j]])
-            ok, Rj, vj, center_dR[j], center_dv[j] = _center_on_members(p, v[idx], ap, vcut)
-            idx, Rj, vj = idx[ok], Rj[ok], vj[ok]
+            c = centre_on_members(p, v[idx], aperture=ap, vcut=vcut)
+            idx, Rj, vj = idx[c.selected], c.R[c.selected], c.v[c.selected]
+            center_dR[j], center_dv[j] = c.dR, c.dv
         else:
             Rj, vj = R[idx], v[idx]
         out_sel.append(idx)
@@ -391,61 +446,3 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
             "v": np.concatenate(out_v) if out_v else np.zeros(0),
             "is_member": is_mem[sel_all], "galaxy_index": gidx[sel_all],
             "center_dR": center_dR, "center_dv": center_dv}
-
-
-def _center_on_members(p: np.ndarray, v: np.ndarray, aperture: float,
-                       vcut: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """Re-centre a view on its galaxies, as an observer without the true halo centre would.
-
-    Iterates: the projected centre is the component-wise median of the sky positions of the
-    galaxies in the current cylinder, the velocity centre their biweight location (Beers,
-    Flynn & Gebhardt 1990, AJ 100, 32; astropy.stats), then the cylinder is recut, until the
-    centre moves less than 1e-4 aperture and 0.1 km/s (at most 20 times). The centre may move at
-    most half an aperture and half of vcut from the true one (it stays on this cluster).
-    Velocities relative to a new centre offset by ``dv`` are ``(v - dv) / (1 + dv/c)`` (exact for
-    ``v = c dz / (1 + z_c)``).
-
-    Parameters
-    ----------
-    p : numpy.ndarray
-        (m, 2) sky-plane offsets from the true centre, comoving Mpc/h.
-    v : numpy.ndarray
-        (m,) velocities relative to the true centre, km/s.
-    aperture, vcut : float
-        Cylinder radius (Mpc/h) and velocity cut (km/s).
-
-    Returns
-    -------
-    sel, R, v_new : numpy.ndarray
-        Mask of the galaxies in the final cylinder, their radii and velocities about the new
-        centre (full length m; use with ``sel``).
-    dR, dv : float
-        Offset of the estimated centre from the true one: projected (Mpc/h), velocity (km/s).
-    """
-    from astropy.stats import biweight_location
-
-    shift = np.zeros(2)
-    dv = 0.0
-
-    def cut(shift: np.ndarray, dv: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        q = p - shift
-        r = np.sqrt(np.sum(q * q, axis=1))
-        vv = (v - dv) / (1.0 + dv / C_KMS)
-        return (r <= aperture) & (np.abs(vv) <= vcut), r, vv
-
-    sel, r, vv = cut(shift, dv)
-    for _ in range(CENTER_MAX_ITER):
-        if sel.sum() < 3:
-            break
-        new_shift = np.median(p[sel], axis=0)
-        norm = float(np.hypot(*new_shift))
-        if norm > CENTER_MAX_SHIFT * aperture:
-            new_shift *= CENTER_MAX_SHIFT * aperture / norm
-        new_dv = float(biweight_location(v[sel]))
-        new_dv = float(np.clip(new_dv, -CENTER_MAX_SHIFT * vcut, CENTER_MAX_SHIFT * vcut))
-        moved = np.hypot(*(new_shift - shift)) > 1e-4 * aperture or abs(new_dv - dv) > 0.1
-        shift, dv = new_shift, new_dv
-        sel, r, vv = cut(shift, dv)
-        if not moved:
-            break
-    return sel, r, vv, float(np.hypot(*shift)), dv

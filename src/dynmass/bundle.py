@@ -32,6 +32,34 @@ File format (HDF5)::
     /folds/fold_00 ...        one model each (dynmass.models.base.write_model_group)
     /calibration/pred, true, fold, halo_id, los, n_gal, source     calibration views
     /interval/grid [log10 Msun/h], /interval/quantiles (n_grid, n_percentiles)
+
+Examples
+--------
+A 5-fold M-sigma run on 300 toy hosts (3 views each), bundled with intervals calibrated on
+its held-out views, read back and applied to the three views of one host:
+
+>>> import shutil
+>>> import tempfile
+>>> from pathlib import Path
+>>> import numpy as np
+>>> from dynmass.bundle import load_bundle, make_bundle
+>>> from dynmass.observations import write_observations
+>>> from dynmass.testing.runs import write_fold_run
+>>> from dynmass.testing.worlds import cylinder_views
+>>> tmp = Path(tempfile.mkdtemp())
+>>> obs = cylinder_views(np.random.default_rng(1), n_halos=300, richness=60.0,
+...                      n_interlopers=1.0)
+>>> run = write_fold_run(tmp / "run", obs, obs_path=write_observations(obs, tmp / "obs.h5"))
+>>> bundle = make_bundle(run, tmp / "model.h5")
+>>> bundle.model_name, len(bundle.models), bundle.interval["method"]
+('msigma', 5, 'neyman')
+>>> [round(x, 1) for x in bundle.domain["log10_m200c_calibrated"]]  # intervals claimed here
+[13.8, 14.9]
+>>> host = obs.subset(obs.clusters["halo_id"] == 0)
+>>> res = load_bundle(tmp / "model.h5").predict(host)
+>>> np.round(res["log10_m200c_p50"], 2).tolist(), round(float(host.log10_m200c()[0]), 2)
+([14.16, 14.53, 14.34], 14.37)
+>>> shutil.rmtree(tmp)
 """
 
 from __future__ import annotations
@@ -97,11 +125,13 @@ class Bundle:
         Training ranges: ``log10_m200c`` [Msun/h], ``n_gal``, ``sigma_v`` [km/s] (each
         ``[min, max]``; ``None`` when unknown) and ``redshift``.
     calibration : Calibration
-        Held-out views of the run.
+        Calibration views: the run's held-out views, or views of independent universes
+        predicted by the fold ensemble (:func:`ensemble_calibration`).
     interval : dict
         ``method``, ``k_neighbors``, ``percentiles``.
     grid, table : numpy.ndarray
-        Interval quantile table (see :func:`quantile_table`).
+        Interval table of :func:`dynmass.intervals.calibrate` with ``interval["method"]``: nodes
+        [log10 Msun/h] and quantiles [dex].
     run_settings : dict
         The run's settings.json.
     path : str, optional

@@ -13,6 +13,38 @@ File format (HDF5)::
 
 Readers for catalogs users bring (UniverseMachine, Rockstar hlist, generic tables) live in
 :mod:`dynmass.readers`; they all return a :class:`Catalog`.
+
+Examples
+--------
+Two halos and three galaxies in a 100 Mpc/h box, written to a temporary folder and read back:
+
+>>> import os, tempfile
+>>> import numpy as np
+>>> from dynmass.catalog import Catalog, read_catalog, write_catalog
+>>> halos = {"id": np.array([1, 2]), "x": np.array([10.0, 50.0]), "y": np.array([20.0, 60.0]),
+...          "z": np.array([30.0, 70.0]), "vx": np.zeros(2), "vy": np.zeros(2),
+...          "vz": np.zeros(2), "m200c": np.array([1e14, 2e13]), "r200c": np.array([0.8, 0.5])}
+>>> galaxies = {"x": np.array([10.0, 10.3, 50.0]), "y": np.array([20.0, 20.1, 60.0]),
+...             "z": np.array([30.0, 29.8, 70.0]), "vx": np.array([0.0, 600.0, 0.0]),
+...             "vy": np.zeros(3), "vz": np.zeros(3), "host_id": np.array([1, 1, 2]),
+...             "is_central": np.array([1, 0, 1])}
+>>> tmp = tempfile.mkdtemp()
+>>> path = write_catalog(Catalog(halos, galaxies, box_size=100.0, redshift=0.117),
+...                      os.path.join(tmp, "catalog.h5"))
+>>> cat = read_catalog(path)
+>>> cat.n_halos, cat.n_galaxies, cat.cosmology["name"]
+(2, 3, 'MDPL2')
+>>> cat.galaxy_positions().shape, cat.galaxies["is_central"].tolist()
+((3, 3), [True, False, True])
+
+Bad values are refused with the column named:
+
+>>> from dynmass.errors import InputError
+>>> try:
+...     Catalog(halos, dict(galaxies, x=np.array([10.0, 130.0, 50.0])), 100.0, 0.117).validate()
+... except InputError as exc:
+...     print(exc)
+column 'galaxies/x': 1 positions outside the box [0, 100.0) Mpc/h, first at row 1 (value 130.0)
 """
 
 from __future__ import annotations

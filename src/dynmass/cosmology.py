@@ -34,6 +34,25 @@ def validate_cosmology(cosmo: dict[str, Any], path: object | None = None) -> dic
 
     Missing ``Ob0``, ``sigma8``, ``ns``, ``Tcmb0`` are filled from :data:`MDPL2` (they matter
     only for power spectra and mass functions, not for distances).
+
+    Parameters
+    ----------
+    cosmo : dict
+        Cosmological parameters: ``H0`` (km/s/Mpc, in (10, 200)), ``Om0`` (in (0, 1]) and
+        optionally ``Ob0``, ``sigma8``, ``ns``, ``Tcmb0`` (K), ``flat``, ``name``.
+    path : str or os.PathLike, optional
+        File to name in error messages.
+
+    Returns
+    -------
+    dict
+        A new dictionary: ``cosmo``'s entries over MDPL2's other parameters, ``name``
+        ``"custom"`` unless ``cosmo`` names itself.
+
+    Raises
+    ------
+    InputError
+        ``H0`` or ``Om0`` missing or out of range.
     """
     for key in ("H0", "Om0"):
         if key not in cosmo:
@@ -78,12 +97,38 @@ def from_astropy(cosmo) -> dict[str, Any]:
 
 
 def hubble_parameter(cosmo: dict[str, Any], z: float) -> float:
-    """H(z) in km/s/Mpc."""
+    """H(z) in km/s/Mpc.
+
+    Parameters
+    ----------
+    cosmo : dict
+        Cosmological parameters (``H0`` in km/s/Mpc, ``Om0``, ...).
+    z : float
+        Redshift.
+
+    Returns
+    -------
+    float
+        Hubble parameter at ``z``, km/s/Mpc.
+    """
     return float(to_astropy(cosmo).H(z).value)
 
 
 def hubble_h_units(cosmo: dict[str, Any], z: float) -> float:
-    """H(z) in km/s per (Mpc/h) physical: H(z) / h. Equals 100 E(z)."""
+    """H(z) in km/s per (Mpc/h) physical: H(z) / h. Equals 100 E(z).
+
+    Parameters
+    ----------
+    cosmo : dict
+        Cosmological parameters (``H0`` in km/s/Mpc, ``Om0``, ...).
+    z : float
+        Redshift.
+
+    Returns
+    -------
+    float
+        H(z) / h, km/s per physical Mpc/h.
+    """
     return hubble_parameter(cosmo, z) / little_h(cosmo)
 
 

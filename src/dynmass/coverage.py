@@ -119,7 +119,20 @@ def _host_bootstrap_se(covered: np.ndarray, host: np.ndarray, n_boot: int,
 
 def coverage_bins(calibrated: Sequence[float], width: float = 0.2) -> np.ndarray:
     """Bin edges of log10 M200c: ``width`` dex bins across ``calibrated``, a narrower last bin
-    merged into the one before when under half a bin."""
+    merged into the one before when under half a bin.
+
+    Parameters
+    ----------
+    calibrated : sequence of float
+        ``[lo, hi]`` calibrated range, log10 M200c [Msun/h]; the first and last edge.
+    width : float
+        Bin width, dex.
+
+    Returns
+    -------
+    numpy.ndarray
+        Increasing edges, log10 Msun/h, rounded to 6 decimals.
+    """
     lo, hi = float(calibrated[0]), float(calibrated[1])
     edges = list(np.arange(lo, hi, width))
     if hi - edges[-1] < width / 2 and len(edges) > 1:
@@ -276,7 +289,21 @@ def coverage(
 
 
 def plot_coverage(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    """PNG of 68% and 95% interval coverage against true and predicted log10 M200c."""
+    """PNG of 68% and 95% interval coverage against true and predicted log10 M200c.
+
+    Parameters
+    ----------
+    result : dict
+        Output of :func:`coverage` (``bins_true``, ``bins_pred``, ``calibrated_range``,
+        ``coverage_68``, ``coverage_95``, ``method``, ``scheme``, ``n_views``, ``n_hosts``).
+    path : str or os.PathLike
+        PNG file to write (atomically).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,6 +351,19 @@ def plot_coverage(result: dict[str, Any], path: str | os.PathLike) -> Path:
 
 
 def write_coverage(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write a :func:`coverage` result as JSON (atomically), with its provenance."""
+    """Write a :func:`coverage` result as JSON (atomically), with its provenance.
+
+    Parameters
+    ----------
+    result : dict
+        Output of :func:`coverage`.
+    path : str or os.PathLike
+        JSON file to write; a ``provenance`` entry is added to the written copy only.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
     atomic_write_json(path, {**result, "provenance": provenance()})
     return Path(path)

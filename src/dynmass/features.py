@@ -11,27 +11,26 @@ estimate of its galaxies on a fixed grid of bin centres, with the semantics of
   over ``[0, aperture] x [-vcut, vcut]`` with the *full* 2x2 kernel covariance
   ``bandwidth**2 * cov(R, v)``; output axis 1 is ``R``, axis 2 is ``v``.
 
-Each KDE is normalised to sum 1 over its grid (so the kernel's normalising constant drops out).
+Each KDE is normalised to sum 1 over its grid (so the kernel's normalising constant drops out);
+degenerate views (one galaxy, identical velocities, collinear points) get a covariance floor of
+one bin width (:data:`SIGMA_FLOOR_BINS`, see :mod:`dynmass.features_grid`), and a view with no
+galaxies a uniform KDE.
 
-Degenerate views
-----------------
-A view with one galaxy, identical velocities or collinear ``(R, v)`` points has a singular
-sample covariance, where scipy fails. Here the sample covariance, expressed in units of the
-grid's bin widths (``2 vcut / n_bins`` km/s and ``aperture / n_bins`` Mpc/h), has its
-eigenvalues clipped from below at ``SIGMA_FLOOR_BINS**2`` (one bin width squared): the sample
-standard deviation along any direction is at least one bin width (91.7 km/s and 0.033 Mpc/h for
-the paper's grid). Real cluster views (sigma of hundreds of km/s, R spread of tenths of Mpc/h)
-are far above the floor, so for them the result equals scipy's exactly. With the floor the
-kernel is at least ``bandwidth`` bins wide, so a galaxy always puts weight on a nearby bin centre
-and no row can underflow to zero or NaN. A view with *no* galaxies gets a uniform KDE.
+Modules
+-------
+This module evaluates the 2D KDEs (:func:`kde2d`, :func:`kde2d_arrays`) and re-exports the rest
+of the features stage, so every name below can be imported from here:
+
+* :mod:`dynmass.features_grid`: defaults (:data:`N_BINS`, :data:`BANDWIDTH`), the covariance
+  floor, :data:`FEATURE_VERSION`, :func:`bin_centres` and the machinery both KDEs share;
+* :mod:`dynmass.features_kde1d`: the 1D KDEs (:func:`kde1d`, :func:`kde1d_arrays`);
+* :mod:`dynmass.features_cache`: the disk cache (:func:`cached_features`,
+  :func:`feature_cache_key`);
+* :mod:`dynmass.features_augment`: v-flip augmentation (:func:`flip_v`, :func:`augment_flip`).
 
 Speed
 -----
-1D: the galaxies of a chunk of consecutive views are evaluated on the whole grid in one array
-expression (float32) and summed per view with :func:`numpy.add.reduceat`; no Python loop runs
-per view.
-
-2D: the Gaussian exponent factorises into a galaxy-by-R-bin part, a galaxy-by-v-bin part and a
+The Gaussian exponent factorises into a galaxy-by-R-bin part, a galaxy-by-v-bin part and a
 per-view grid factor, so each view's image is one (48 x n) @ (n x 48) matrix product in float64
 (:func:`_factored_2d`: 2 x 48 instead of 48 x 48 exponentials per galaxy), computed on padded
 chunks of views of similar size on a small thread pool, with maxima shifted out so nothing
@@ -39,24 +38,53 @@ overflows; views where that bound could fail (strongly correlated or degenerate 
 evaluated directly (:func:`_direct_2d`). The result matches direct float64 evaluation (and
 scipy) to float32 round-off, ~5e-8 of the image peak. See ``benchmarks/bench_predict.py`` and
 ``benchmarks/bench_features.py`` for throughput.
+
+Examples
+--------
+The 2D KDE image of one view of five galaxies (and of an empty view) on an 8 x 8 grid over
+R in [0, 1.6] comoving Mpc/h and v in [-2200, 2200] km/s:
+
+>>> import numpy as np
+>>> from dynmass.features import kde2d_arrays
+>>> R = np.array([0.1, 0.3, 0.4, 0.8, 1.2])  # comoving Mpc/h
+>>> v = np.array([-400.0, -100.0, 50.0, 300.0, 600.0])  # km/s
+>>> img = kde2d_arrays(R, v, np.array([0, 5, 5]), aperture=1.6, vcut=2200.0, n_bins=8)
+>>> img.shape, img.dtype  # views, R bins, v bins
+((2, 8, 8), dtype('float32'))
+>>> img.sum(axis=(1, 2)).round(6).tolist()
+[1.0, 1.0]
+>>> [int(i) for i in np.unravel_index(img[0].argmax(), img[0].shape)]  # peak: small R, v ~ 0
+[0, 3]
+>>> float(img[1].min()) == float(img[1].max()) == 1 / 64  # an empty view is uniform
+True
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from dynmass._io import atomic_path, atomic_write_json
-from dynmass.errors import InputError
+from dynmass.features_augment import augment_flip, flip_v
+from dynmass.features_cache import cached_features, feature_cache_key
+from dynmass.features_grid import (
+    BANDWIDTH,
+    FEATURE_VERSION,
+    N_BINS,
+    SIGMA_FLOOR_BINS,
+    _check_args,
+    _chunks,
+    _normalise,
+    _segment_moments,
+    bin_centres,
+)
+from dynmass.features_kde1d import kde1d, kde1d_arrays
 from dynmass.observations import Observations, _ragged_rows
 
 __all__ = [
+    "BANDWIDTH",
     "FEATURE_VERSION",
+    "N_BINS",
     "SIGMA_FLOOR_BINS",
     "augment_flip",
     "bin_centres",
@@ -68,126 +96,6 @@ __all__ = [
     "kde1d_arrays",
     "kde2d_arrays",
 ]
-
-#: Version of the feature definition; bump when the numbers :func:`kde1d`/:func:`kde2d` return
-#: change, so that disk caches made by older code are not reused.
-#: Bins per axis of the KDE images and the scipy ``gaussian_kde`` bandwidth factor of Ho et al.
-#: 2019 (ApJ 887, 25): the defaults of every featurizer and model.
-N_BINS: int = 48
-BANDWIDTH: float = 0.25
-FEATURE_VERSION: int = 2  # 2: factored float64 kde2d (round-off level change)
-
-#: Floor of the sample standard deviation along any direction, in grid bin widths (see module
-#: docstring): 2 vcut / n_bins km/s in v, aperture / n_bins Mpc/h in R.
-SIGMA_FLOOR_BINS: float = 1.0
-
-#: Elements of the float32 work array per chunk (about 16 MB).
-_CHUNK_ELEMENTS: int = 1 << 22
-
-
-def bin_centres(lo: float, hi: float, n_bins: int) -> np.ndarray:
-    """Centres of ``n_bins`` equal bins over ``[lo, hi]`` (same units as ``lo``, ``hi``)."""
-    edges = np.linspace(lo, hi, n_bins + 1)
-    return 0.5 * (edges[1:] + edges[:-1])
-
-
-def _check_args(n_bins: int, bandwidth: float) -> None:
-    if int(n_bins) != n_bins or n_bins < 2:
-        raise InputError(f"n_bins must be an integer >= 2, got {n_bins}")
-    if not (np.isfinite(bandwidth) and bandwidth > 0):
-        raise InputError(f"bandwidth factor must be positive and finite, got {bandwidth}")
-
-
-def _segment_moments(
-    x: np.ndarray, y: np.ndarray | None, offsets: np.ndarray
-) -> tuple[np.ndarray, ...]:
-    """Per-segment means and ddof=1 (co)variances; zero variance where n < 2."""
-    counts = np.diff(offsets)
-    seg = np.repeat(np.arange(len(counts)), counts)
-    nz = np.maximum(counts, 1)
-    mx = np.bincount(seg, weights=x, minlength=len(counts)) / nz
-    dx = x - mx[seg]
-    denom = np.maximum(counts - 1, 1)
-    sxx = np.bincount(seg, weights=dx * dx, minlength=len(counts)) / denom
-    if y is None:
-        return (sxx,)
-    my = np.bincount(seg, weights=y, minlength=len(counts)) / nz
-    dy = y - my[seg]
-    syy = np.bincount(seg, weights=dy * dy, minlength=len(counts)) / denom
-    sxy = np.bincount(seg, weights=dx * dy, minlength=len(counts)) / denom
-    return sxx, syy, sxy
-
-
-def _chunks(counts: np.ndarray, per_row: int) -> list[tuple[int, int]]:
-    """Split views into consecutive chunks of at most ``_CHUNK_ELEMENTS`` work elements."""
-    max_rows = max(1, _CHUNK_ELEMENTS // per_row)
-    out, start, n = [], 0, len(counts)
-    csum = np.concatenate([[0], np.cumsum(counts)])
-    while start < n:
-        stop = int(np.searchsorted(csum, csum[start] + max_rows, side="right")) - 1
-        stop = min(max(stop, start + 1), n)
-        out.append((start, stop))
-        start = stop
-    return out
-
-
-def _normalise(dens: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Rows summing to 1; empty or (impossible with the floor) all-zero rows become uniform."""
-    flat = dens.reshape(len(dens), -1)
-    tot = flat.sum(axis=1, dtype=np.float64)
-    bad = (counts == 0) | ~(tot > 0) | ~np.isfinite(tot)
-    flat[bad] = 1.0
-    tot[bad] = flat.shape[1]
-    flat /= tot[:, None].astype(np.float32)
-    return dens
-
-
-def kde1d_arrays(
-    v: np.ndarray, offsets: np.ndarray, vcut: float, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH
-) -> np.ndarray:
-    """1D KDEs of ragged velocity samples (the engine of :func:`kde1d`).
-
-    Parameters
-    ----------
-    v : numpy.ndarray
-        Line-of-sight velocities of all views concatenated, km/s.
-    offsets : numpy.ndarray of int
-        View ``k`` owns ``v[offsets[k]:offsets[k+1]]``.
-    vcut : float
-        Velocity cut, km/s; the grid spans ``[-vcut, vcut]``.
-    n_bins : int
-        Number of bins.
-    bandwidth : float
-        scipy ``gaussian_kde`` bandwidth factor (kernel sigma = factor x sample sigma).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32, shape ``(n_views, n_bins)``, rows summing to 1.
-    """
-    _check_args(n_bins, bandwidth)
-    offsets = np.asarray(offsets, dtype=np.int64)
-    counts = np.diff(offsets)
-    width = 2.0 * vcut / n_bins  # km/s per bin
-    y = (np.asarray(v, dtype=np.float64) + vcut) / width  # grid units; centres at 0.5 .. n-0.5
-    (syy,) = _segment_moments(y, None, offsets)
-    syy = np.maximum(syy, SIGMA_FLOOR_BINS**2)
-    # -0.5 / kernel variance, per view
-    coef = (-0.5 / (bandwidth**2 * syy)).astype(np.float32)
-    centres = (np.arange(n_bins) + 0.5).astype(np.float32)
-    out = np.zeros((len(counts), n_bins), dtype=np.float32)
-    y32 = y.astype(np.float32)
-    for a, b in _chunks(counts, n_bins):
-        sel = np.flatnonzero(counts[a:b] > 0) + a
-        if len(sel) == 0:
-            continue
-        lo, hi = offsets[a], offsets[b]
-        d = centres[None, :] - y32[lo:hi, None]
-        d *= d
-        d *= np.repeat(coef[a:b], counts[a:b])[:, None]
-        np.exp(d, out=d)
-        out[sel] = np.add.reduceat(d, offsets[sel] - lo, axis=0)
-    return _normalise(out, counts)
 
 
 def _direct_2d(x: np.ndarray, y: np.ndarray, offsets: np.ndarray, ha: np.ndarray,
@@ -423,29 +331,6 @@ def kde2d_arrays(
     return out
 
 
-def kde1d(obs: Observations, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH) -> np.ndarray:
-    """Gaussian KDE of each view's line-of-sight velocities on bin centres over [-vcut, vcut].
-
-    scipy ``gaussian_kde`` semantics with bandwidth factor ``bandwidth`` (Ho et al. 2019 use
-    0.25); degenerate views use the covariance floor of :data:`SIGMA_FLOOR_BINS`.
-
-    Parameters
-    ----------
-    obs : Observations
-        Views; ``obs.vcut`` (km/s) sets the grid.
-    n_bins : int
-        Number of velocity bins (48 in the paper).
-    bandwidth : float
-        Bandwidth factor.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32, shape ``(n_views, n_bins)``, each row summing to 1.
-    """
-    return kde1d_arrays(obs.v, obs.offsets, obs.vcut, n_bins, bandwidth)
-
-
 def kde2d(obs: Observations, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH) -> np.ndarray:
     """Full-covariance Gaussian KDE of each view's ``(R, v)`` on a grid over
     [0, aperture] x [-vcut, vcut].
@@ -465,115 +350,3 @@ def kde2d(obs: Observations, n_bins: int = N_BINS, bandwidth: float = BANDWIDTH)
         float32, shape ``(n_views, n_bins_R, n_bins_v)``, each image summing to 1.
     """
     return kde2d_arrays(obs.R, obs.v, obs.offsets, obs.aperture, obs.vcut, n_bins, bandwidth)
-
-
-def flip_v(features: np.ndarray) -> np.ndarray:
-    """Mirror KDE features along the velocity axis (``v -> -v``; the last axis, 1D or 2D).
-
-    The grid is symmetric about ``v = 0``, so the KDE of the mirrored view equals the reversed
-    KDE exactly (Ho et al. 2019 double their training set this way).
-    """
-    return np.ascontiguousarray(np.asarray(features)[..., ::-1])
-
-
-def augment_flip(features: np.ndarray, *targets: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Training set doubled by v-flipping: ``(concat(X, flip(X)), concat(t, t), ...)``.
-
-    Parameters
-    ----------
-    features : numpy.ndarray
-        KDEs, shape ``(n, ...)`` with v on the last axis.
-    *targets : numpy.ndarray
-        Per-view arrays (labels, weights, halo ids) repeated for the mirrored copies.
-    """
-    out = [np.concatenate([features, flip_v(features)], axis=0)]
-    out += [np.concatenate([t, t], axis=0) for t in targets]
-    return tuple(out)
-
-
-def feature_cache_key(
-    obs: Observations, kind: str, n_bins: int, bandwidth: float, key: str
-) -> str:
-    """SHA-256 of everything that defines a feature array (see :func:`cached_features`)."""
-    record = {
-        "key": str(key),
-        "kind": kind,
-        "n_bins": int(n_bins),
-        "bandwidth": float(bandwidth),
-        "aperture": obs.aperture,
-        "vcut": obs.vcut,
-        "n_views": obs.n_views,
-        "n_rows": int(obs.offsets[-1]),
-        "feature_version": FEATURE_VERSION,
-        "sigma_floor_bins": SIGMA_FLOOR_BINS,
-    }
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
-def cached_features(
-    obs: Observations,
-    kind: Literal["1d", "2d"],
-    n_bins: int = N_BINS,
-    bandwidth: float = BANDWIDTH,
-    cache_dir: str | os.PathLike | None = None,
-    key: str = "",
-) -> np.ndarray:
-    """KDE features of ``obs``, read from a disk cache when present, computed and stored if not.
-
-    The cache file ``<cache_dir>/kde<kind>_<hash16>.npy`` is keyed by a SHA-256 of ``key``
-    (e.g. the observations file's sha256), ``kind``, ``n_bins``, ``bandwidth``, aperture,
-    vcut, the number of views and galaxies and :data:`FEATURE_VERSION`; a JSON sidecar records
-    those settings. Files are written atomically; an unreadable or mis-shaped cache file is
-    recomputed and replaced.
-
-    Parameters
-    ----------
-    obs : Observations
-        Views.
-    kind : {"1d", "2d"}
-        :func:`kde1d` or :func:`kde2d`.
-    n_bins : int
-        Bins per axis.
-    bandwidth : float
-        Bandwidth factor.
-    cache_dir : path, optional
-        Cache folder; ``None`` disables caching.
-    key : str
-        Identity of the data (e.g. the observations file's sha256). An empty key hashes the
-        galaxy arrays themselves.
-
-    Returns
-    -------
-    numpy.ndarray
-        As :func:`kde1d` or :func:`kde2d`.
-    """
-    if kind not in ("1d", "2d"):
-        raise InputError(f"feature kind must be '1d' or '2d', got {kind!r}")
-    func = kde1d if kind == "1d" else kde2d
-    if cache_dir is None:
-        return func(obs, n_bins, bandwidth)
-    if not key:
-        h = hashlib.sha256()
-        for arr in (obs.R, obs.v, obs.offsets):
-            h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
-        key = "data:" + h.hexdigest()
-    digest = feature_cache_key(obs, kind, n_bins, bandwidth, key)
-    path = Path(cache_dir) / f"kde{kind}_{digest[:16]}.npy"
-    shape = (obs.n_views, n_bins) if kind == "1d" else (obs.n_views, n_bins, n_bins)
-    if path.exists():
-        try:
-            arr = np.load(path, allow_pickle=False)
-            if arr.shape == shape and arr.dtype == np.float32:
-                return arr
-        except (OSError, ValueError):
-            pass
-    arr = func(obs, n_bins, bandwidth)
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr, allow_pickle=False)
-    atomic_write_json(
-        path.with_suffix(".json"),
-        {"key": key, "kind": kind, "n_bins": n_bins, "bandwidth": bandwidth,
-         "aperture": obs.aperture, "vcut": obs.vcut, "n_views": obs.n_views,
-         "feature_version": FEATURE_VERSION, "sha256": digest},
-    )
-    return arr

@@ -24,7 +24,8 @@ from typing import Any, Literal
 import numpy as np
 
 from dynmass.errors import InputError
-from dynmass.features import BANDWIDTH, FEATURE_VERSION, N_BINS, cached_features
+from dynmass.features_cache import cached_features
+from dynmass.features_grid import BANDWIDTH, FEATURE_VERSION, N_BINS
 from dynmass.observations import Observations
 
 __all__ = ["KDEFeaturizer"]
@@ -38,7 +39,7 @@ class KDEFeaturizer:
     ----------
     kind : {"1d", "2d"}
         ``"1d"``: density of the line-of-sight velocity v [km/s] on ``n_bins`` bins over
-        [-vcut, vcut] (:func:`dynmass.features.kde1d`); ``"2d"``: joint density of projected
+        [-vcut, vcut] (:func:`dynmass.features_kde1d.kde1d`); ``"2d"``: joint density of projected
         radius R [comoving Mpc/h] over [0, aperture] and v (:func:`dynmass.features.kde2d`).
     n_bins : int
         Bins per axis.
@@ -73,7 +74,7 @@ class KDEFeaturizer:
         obs : Observations
             Views.
         cache_dir : str or os.PathLike, optional
-            Disk cache folder (:func:`dynmass.features.cached_features`); None: no cache.
+            Disk cache folder (:func:`dynmass.features_cache.cached_features`); None: no cache.
         key : str
             Identity of the data for the cache (e.g. the observations file's sha256).
         """

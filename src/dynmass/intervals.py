@@ -104,7 +104,20 @@ class Calibration:
 
 
 def host_labels(source: np.ndarray, halo_id: np.ndarray) -> np.ndarray:
-    """Integer label per view, one per distinct ``(source file, halo_id)`` pair."""
+    """Integer label per view, one per distinct ``(source file, halo_id)`` pair.
+
+    Parameters
+    ----------
+    source : numpy.ndarray
+        Index of the observations file of every view.
+    halo_id : numpy.ndarray
+        Host halo id of every view (unique within its file only).
+
+    Returns
+    -------
+    numpy.ndarray
+        Labels ``0 .. n_hosts - 1``, in the sorted order of the pairs.
+    """
     pairs = np.column_stack([np.asarray(source, np.int64), np.asarray(halo_id, np.int64)])
     return np.unique(pairs, axis=0, return_inverse=True)[1].ravel()
 
@@ -165,7 +178,20 @@ def quantile_table(
 
 
 def interpolate_quantiles(mu: np.ndarray, grid: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Residual quantiles at predicted masses ``mu`` (linear in between, constant beyond)."""
+    """Residual quantiles at predicted masses ``mu`` (linear in between, constant beyond).
+
+    Parameters
+    ----------
+    mu : numpy.ndarray
+        Predicted log10 M200c [Msun/h].
+    grid, table : numpy.ndarray
+        Nodes [log10 Msun/h] and residual quantiles [dex] of :func:`quantile_table`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(len(mu), table.shape[1])`` residual quantiles [dex].
+    """
     mu = np.atleast_1d(np.asarray(mu, float))
     out = np.empty((len(mu), table.shape[1]))
     for j in range(table.shape[1]):
@@ -283,6 +309,25 @@ def calibrated_range(
     host at its true mass), so that the belt at both ends rests on many hosts rather than a
     few views of one.
 
+    Parameters
+    ----------
+    true : numpy.ndarray
+        True log10 M200c [Msun/h] of the calibration views.
+    host : numpy.ndarray
+        Host label of every view (:func:`host_labels`); a host counts once, at the true mass
+        of its first view.
+    training_range : sequence of float
+        ``[min, max]`` true log10 M200c [Msun/h] of the training views.
+    min_hosts : int
+        Fewest calibration hosts beyond each end of the range.
+    edge_margin : float
+        Distance [dex] of each end inside the training range.
+
+    Returns
+    -------
+    list of float
+        ``[lo, hi]``, log10 Msun/h.
+
     Raises
     ------
     InputError
@@ -365,10 +410,22 @@ def apply_intervals(
     ``mu + Q_p(true - pred | pred ~ mu)``, calibrated on average over the training mass
     distribution.
 
+    Parameters
+    ----------
+    mu : numpy.ndarray
+        Ensemble-mean predicted log10 M200c [Msun/h].
+    grid, table : numpy.ndarray
+        Output of :func:`calibrate` with the same ``method`` (nodes [log10 Msun/h] and
+        quantiles [dex]).
+    method : {"neyman", "knn_pred"}
+        Interval method the table was made with.
+    percentiles : sequence of float
+        Percentiles (per cent) the table was made with (the columns of ``table``).
+
     Returns
     -------
     numpy.ndarray
-        ``(len(mu), len(percentiles))``.
+        ``(len(mu), len(percentiles))`` log10 M200c [Msun/h].
     """
     mu = np.atleast_1d(np.asarray(mu, float))
     if method == "knn_pred":

@@ -114,7 +114,26 @@ def summarize(
 
 
 def mass_bin_edges(log_m_true: np.ndarray, width_dex: float = 0.2) -> np.ndarray:
-    """Bin edges of log10 M200c [Msun/h], multiples of ``width_dex`` covering the data."""
+    """Bin edges of log10 M200c [Msun/h], multiples of ``width_dex`` covering the data.
+
+    Parameters
+    ----------
+    log_m_true : numpy.ndarray
+        True log10 M200c [Msun/h] to cover.
+    width_dex : float
+        Bin width, dex (> 0).
+
+    Returns
+    -------
+    numpy.ndarray
+        Edges from the multiple of ``width_dex`` at or below the smallest mass to the one at or
+        above the largest (at least one bin), rounded to 10 decimals.
+
+    Raises
+    ------
+    InputError
+        If ``width_dex <= 0``.
+    """
     if width_dex <= 0:
         raise InputError(f"mass bin width must be > 0 dex, got {width_dex}")
     lo = math.floor(float(np.min(log_m_true)) / width_dex + 1e-9) * width_dex

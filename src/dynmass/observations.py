@@ -35,6 +35,7 @@ from dynmass._io import (
     to_json,
 )
 from dynmass.errors import InputError, SettingsMismatchError
+from dynmass.observing import ObservingSetup, check_same_observing  # noqa: F401 (re-export)
 
 CLUSTER_COLUMNS: tuple[str, ...] = (
     "halo_id", "los", "los_x", "los_y", "los_z", "m200c", "r200c", "n_gal", "n_members_true",
@@ -258,7 +259,20 @@ def _ragged_rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def ragged_std(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Standard deviation (ddof=0) of each ragged segment; NaN for empty segments."""
+    """Standard deviation (ddof=0) of each ragged segment; NaN for empty segments.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Concatenated values of all segments (e.g. velocities, km/s).
+    offsets : numpy.ndarray
+        Segment ``i`` is ``values[offsets[i]:offsets[i + 1]]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        One standard deviation per segment, in the unit of ``values``.
+    """
     counts = np.diff(offsets)
     seg = np.repeat(np.arange(len(counts)), counts)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -378,32 +392,9 @@ def observation_attrs(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-#: Observe settings that must agree between training, calibration and test views.
-MATCHED_SETTINGS: tuple[str, ...] = ("aperture", "vcut", "redshift", "min_members", "center",
-                                     "sampling_rate")
-
-
-def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], what: str,
-                         path: object) -> None:
-    """Raise :class:`SettingsMismatchError` when ``settings`` were observed unlike ``expected``.
-
-    Compares :data:`MATCHED_SETTINGS` (numbers to 1e-6) and the cosmology, where both say.
-    """
-    for key in MATCHED_SETTINGS:
-        a, b = settings.get(key), expected.get(key)
-        if a is None or b is None:
-            continue
-        same = (np.isclose(float(a), float(b), rtol=1e-6) if isinstance(b, (int, float))
-                and isinstance(a, (int, float)) else a == b)
-        if not same:
-            raise SettingsMismatchError(f"observed with {key}={a!r} but {what} used {b!r}",
-                                        path=path, column=key)
-    ca, cb = settings.get("cosmology"), expected.get("cosmology")
-    if isinstance(ca, dict) and isinstance(cb, dict):
-        for key in ("H0", "Om0", "sigma8"):
-            if key in ca and key in cb and not np.isclose(ca[key], cb[key], rtol=1e-6):
-                raise SettingsMismatchError(f"cosmology {key}={ca[key]} but {what} used {cb[key]}",
-                                            path=path, column=f"cosmology.{key}")
+#: Observe settings that must agree between training, calibration and test views: those of
+#: :class:`dynmass.observing.ObservingSetup` and the snapshot redshift.
+MATCHED_SETTINGS: tuple[str, ...] = (*ObservingSetup.KEYS, "redshift")
 
 
 def universe_of(settings: dict[str, Any]) -> str | None:
@@ -416,6 +407,22 @@ def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any]
     """Read views of a universe not yet ``used``, observed like ``obs_settings``, with truths.
 
     Adds the file's ``universe_sha256`` to ``used``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Observations file.
+    obs_settings : dict
+        Observe settings of the training views; the file must be observed alike
+        (:func:`dynmass.observing.check_same_observing`).
+    used : set of str
+        ``universe_sha256`` of the universes already used; updated.
+    what : str
+        What the views are for, for messages (e.g. "calibration").
+
+    Returns
+    -------
+    Observations
 
     Raises
     ------

@@ -3,18 +3,18 @@
 Steps for every cluster of an input table (a ``cluster_id`` column groups the rows):
 
 1. **Centre** (RA, Dec, z_c): given (``centers``), or estimated from the members
-   (:func:`estimate_center`): z_c is the biweight location (Beers, Flynn & Gebhardt 1990,
-   AJ 100, 32) of the member redshifts, iteratively restricted to galaxies within the
-   velocity cut and aperture of the current centre; the sky centre is the component-wise
-   median of the members' offsets in a tangent frame about the current centre (handles
-   RA = 0/360 and the poles), iterated likewise until both change by less than 1e-7.
+   (:func:`estimate_center`) with the one algorithm of :mod:`dynmass.centring` that the mock
+   observations use too: the biweight velocity (Beers, Flynn & Gebhardt 1990, AJ 100, 32)
+   and median sky position (in a tangent plane, so RA = 0/360 and the poles are handled) of
+   the galaxies in the cylinder about the current centre, iterated from the members' median.
 2. **R and v** with an astropy cosmology (default: the one of the model's training data):
    projected comoving radius ``R = D_M(z_c) * theta`` [comoving Mpc/h], ``D_M`` the comoving
    transverse distance (Hogg 1999, astro-ph/9905116, eq. 16) and ``theta`` the angular
    separation from the centre (astropy ``SkyCoord.separation``); rest-frame line-of-sight
    velocity ``v = c (z - z_c) / (1 + z_c)`` [km/s] (Danese, de Zotti & di Tullio 1980, A&A
    82, 322; the convention of the observe stage). Users may give ``R`` and ``v`` directly.
-3. The **same cuts** as the training mocks: ``R <= aperture`` and ``|v| <= vcut``.
+3. The **same cut** as the training mocks (:meth:`dynmass.observing.ObservingSetup.cut`):
+   ``R <= aperture`` and ``|v| <= vcut``.
 4. :class:`dynmass.observations.Observations` via ``from_views`` with the training observe
    settings, and the bundle's ensemble prediction with its calibrated interval
    (:mod:`dynmass.bundle`).
@@ -23,6 +23,32 @@ A cluster that cannot be estimated (rows without redshift, coordinates out of ra
 than :data:`HARD_MIN_GALAXIES` galaxies in the cylinder, a model failure) gets a message in
 the ``error`` column; the other clusters are still estimated. Clusters outside what the model
 was trained on get ``flags`` (see :data:`FLAG_DOC`).
+
+Examples
+--------
+A toy M-sigma bundle (5 folds on 300 hosts), then a cluster of 60 members and 100 field
+galaxies placed on the sky at z = 0.117; its centre is estimated from the galaxies:
+
+>>> import shutil, tempfile
+>>> from pathlib import Path
+>>> import numpy as np
+>>> from astropy.table import Table
+>>> from dynmass.bundle import make_bundle
+>>> from dynmass.cosmology import MDPL2, to_astropy
+>>> from dynmass.testing.runs import write_fold_run
+>>> from dynmass.testing.sky import cluster_box, place_on_sky
+>>> from dynmass.testing.worlds import cylinder_views
+>>> tmp = Path(tempfile.mkdtemp())
+>>> views = cylinder_views(np.random.default_rng(1), n_halos=300, richness=60.0)
+>>> bundle = make_bundle(write_fold_run(tmp / "run", views), tmp / "model.h5")
+>>> dx, dy, dz, vp = cluster_box(np.random.default_rng(2), 500.0, 60, 100)
+>>> ra, dec, z = place_on_sky(dx, dy, dz, vp, 150.0, 2.2, 0.117, to_astropy(MDPL2))
+>>> out = predict_members(Table({"ra": ra, "dec": dec, "z": z}), bundle)
+>>> str(out["center_source"][0]), int(out["n_gal"][0]) >= 60
+('estimated', True)
+>>> bool(out["log10_m200c_p16"][0] < out["log10_m200c_p50"][0] < out["log10_m200c_p84"][0])
+True
+>>> shutil.rmtree(tmp)
 """
 
 from __future__ import annotations
@@ -30,7 +56,7 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +64,23 @@ import numpy as np
 
 from dynmass._io import atomic_path, atomic_write_json, file_sha256, provenance
 from dynmass.bundle import Bundle, load_bundle
-from dynmass.cosmology import C_KMS, MDPL2, from_astropy, to_astropy, validate_cosmology
+from dynmass.centring import sky_centre
+from dynmass.cosmology import from_astropy
 from dynmass.errors import InputError
 from dynmass.intervals import pct_name
+from dynmass.members import (  # noqa: F401 (re-exported: the predict API)
+    _coordinate_problem,
+    _find_column,
+    _float_column,
+    _id_strings,
+    _rows_text,
+    parse_cosmology,
+    read_centers,
+    read_table,
+    sky_to_rv,
+)
 from dynmass.observations import from_views
+from dynmass.observing import ObservingSetup
 
 log = logging.getLogger(__name__)
 
@@ -93,210 +132,7 @@ def resolve_bundle(model: Bundle | str | os.PathLike | None) -> Bundle:
     return load_bundle(default_model_path() if model is None else model)
 
 
-def parse_cosmology(spec: Any = None, default: dict[str, Any] | None = None):
-    """An astropy cosmology from a user specification.
-
-    Parameters
-    ----------
-    spec : None, str, dict or astropy.cosmology.Cosmology
-        ``None``: ``default`` (the model's training cosmology; MDPL2 if that is unknown).
-        ``"H0,Om0"`` (flat LambdaCDM, H0 in km/s/Mpc), an astropy realisation name such as
-        ``"Planck18"`` or ``"WMAP9"``, ``"MDPL2"``, a parameter dict, or a cosmology object.
-    default : dict, optional
-        Parameter dict used when ``spec`` is ``None``.
-    """
-    import astropy.cosmology as ac
-
-    if spec is None:
-        return to_astropy(default or MDPL2)
-    if isinstance(spec, ac.Cosmology):
-        return spec
-    if isinstance(spec, Mapping):
-        return to_astropy(validate_cosmology(dict(spec)))
-    text = str(spec).strip()
-    if "," in text:
-        parts = text.split(",")
-        try:
-            values = [float(x) for x in parts]
-        except ValueError as exc:
-            raise InputError(f"cosmology '{text}' is not 'H0,Om0' numbers", column="cosmology") from exc
-        if len(values) not in (2, 3):
-            raise InputError(f"cosmology '{text}': give H0,Om0 or H0,Om0,Ob0", column="cosmology")
-        keys = ("H0", "Om0", "Ob0")
-        return to_astropy(validate_cosmology({"name": text, **dict(zip(keys, values, strict=False))}))
-    if text.upper() == "MDPL2":
-        return to_astropy(MDPL2)
-    names = list(ac.realizations.available)
-    if text in names:
-        return getattr(ac, text)
-    raise InputError(f"unknown cosmology '{text}'; give 'H0,Om0' or one of {names + ['MDPL2']}",
-                     column="cosmology")
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def read_table(path: str | os.PathLike):
-    """Read a table (CSV, ECSV, FITS, Parquet, or any astropy-readable format).
-
-    Parquet is read with pyarrow directly (astropy's reader needs pandas).
-    """
-    from astropy.table import Table
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", path=path)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            pa_table = pq.read_table(path)
-            return Table({n: pa_table.column(n).to_numpy(zero_copy_only=False)
-                          for n in pa_table.column_names})
-        if path.suffix.lower() in (".csv", ".txt"):
-            return Table.read(path, format="ascii.csv")
-        return Table.read(path)
-    except InputError:
-        raise
-    except Exception as exc:  # astropy/pyarrow raise many types for foreign files
-        raise InputError(f"cannot read as a table: {exc}", path=path) from exc
-
-
-def _find_column(table, name: str) -> str | None:
-    """Actual column name matching ``name`` case-insensitively (``None`` if absent)."""
-    if name in table.colnames:
-        return name
-    low = {c.lower(): c for c in table.colnames}
-    return low.get(name.lower())
-
-
-def _float_column(table, name: str, path: object) -> np.ndarray:
-    col = table[name]
-    try:
-        arr = np.ma.asarray(col).astype(float)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"values are not numbers: {exc}", path=path, column=name) from exc
-    return np.ma.filled(arr, np.nan)
-
-
-def _id_strings(values: np.ndarray, path: object, column: str) -> np.ndarray:
-    """Cluster ids as strings; integral floats lose their '.0' so files match each other."""
-    masked = np.ma.getmaskarray(np.ma.asarray(values))
-    out = []
-    for i, x in enumerate(np.ma.asarray(values).data):
-        if masked[i]:
-            raise InputError(f"data row {i} has no cluster id", path=path, column=column)
-        if isinstance(x, bytes):
-            x = x.decode()
-        if isinstance(x, (float, np.floating)):
-            if not np.isfinite(x):
-                raise InputError(f"data row {i} has no cluster id", path=path, column=column)
-            if float(x).is_integer():
-                x = int(x)
-        out.append(str(x).strip())
-    return np.array(out, dtype=object)
-
-
-def read_centers(source: Any, path: object = None) -> dict[str, tuple[float, float, float]]:
-    """Cluster centres ``{cluster_id: (ra [deg], dec [deg], z)}`` from a file or table.
-
-    Parameters
-    ----------
-    source : str, os.PathLike, astropy.table.Table or mapping
-        A table with columns ``cluster_id``, ``ra``, ``dec``, ``z`` (case-insensitive), or a
-        mapping already in the output form.
-    path : optional
-        File name for messages when ``source`` is a table.
-    """
-    if isinstance(source, Mapping):
-        return {str(k): tuple(float(x) for x in v) for k, v in source.items()}
-    if isinstance(source, (str, os.PathLike)):
-        path = source
-        source = read_table(source)
-    cols = {}
-    for name in ("cluster_id", "ra", "dec", "z"):
-        found = _find_column(source, name)
-        if found is None:
-            raise InputError("required column is missing from the centres table", path=path,
-                             column=name)
-        cols[name] = found
-    ids = _id_strings(source[cols["cluster_id"]], path, cols["cluster_id"])
-    vals = {k: _float_column(source, cols[k], path) for k in ("ra", "dec", "z")}
-    out: dict[str, tuple[float, float, float]] = {}
-    for i, cid in enumerate(ids):
-        c = (vals["ra"][i], vals["dec"][i], vals["z"][i])
-        problem = _coordinate_problem(*(np.array([x]) for x in c))
-        if problem is not None:
-            raise InputError(f"centre of cluster '{cid}' (data row {i}): {problem[0]}", path=path)
-        if cid in out:
-            raise InputError(f"cluster '{cid}' appears twice (data row {i})", path=path,
-                             column=cols["cluster_id"])
-        out[cid] = c
-    return out
-
-
-def _coordinate_problem(ra: np.ndarray, dec: np.ndarray, z: np.ndarray) -> tuple[str, np.ndarray] | None:
-    """First problem with sky coordinates and the bad positions, or ``None``."""
-    checks = (
-        (~np.isfinite(ra), "no RA (missing or non-finite)"),
-        (~np.isfinite(dec), "no Dec (missing or non-finite)"),
-        (~np.isfinite(z), "no redshift (missing or non-finite)"),
-        (np.isfinite(dec) & (np.abs(dec) > 90), "Dec outside [-90, 90] deg"),
-        (np.isfinite(ra) & ((ra < 0) | (ra >= 360)), "RA outside [0, 360) deg"),
-        (np.isfinite(z) & (z < 0), "redshift < 0"),
-    )
-    for bad, what in checks:
-        if bad.any():
-            return what, np.flatnonzero(bad)
-    return None
-
-
-def _rows_text(rows: np.ndarray, limit: int = 10) -> str:
-    shown = ", ".join(str(int(r)) for r in rows[:limit])
-    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
-    return f"data row{'s' if len(rows) > 1 else ''} {shown}{more} (0-based, header not counted)"
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def sky_to_rv(
-    ra_deg: np.ndarray,
-    dec_deg: np.ndarray,
-    z: np.ndarray,
-    center: tuple[float, float, float],
-    cosmo,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Projected comoving radius and rest-frame LOS velocity of galaxies about a centre.
-
-    Parameters
-    ----------
-    ra_deg, dec_deg : numpy.ndarray
-        Galaxy coordinates, degrees (ICRS).
-    z : numpy.ndarray
-        Galaxy redshifts (observed: cosmological and peculiar).
-    center : tuple of float
-        ``(ra [deg], dec [deg], z_c)`` of the cluster.
-    cosmo : astropy.cosmology.Cosmology
-        Cosmology for the comoving transverse distance.
-
-    Returns
-    -------
-    R : numpy.ndarray
-        ``D_M(z_c) * theta``, comoving Mpc/h (Hogg 1999, eq. 16).
-    v : numpy.ndarray
-        ``c (z - z_c) / (1 + z_c)``, km/s.
-    """
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
-    ra_c, dec_c, z_c = (float(x) for x in center)
-    c0 = SkyCoord(ra_c * u.deg, dec_c * u.deg)
-    theta = c0.separation(SkyCoord(np.asarray(ra_deg) * u.deg, np.asarray(dec_deg) * u.deg))
-    d_m = cosmo.comoving_transverse_distance(z_c).to_value(u.Mpc) * cosmo.h  # Mpc/h
-    R = d_m * theta.to_value(u.rad)
-    v = C_KMS * (np.asarray(z, float) - z_c) / (1.0 + z_c)
-    return R, v
+# --------------------------------------------------------------------------- centre
 
 
 def estimate_center(
@@ -307,75 +143,38 @@ def estimate_center(
     aperture: float,
     vcut: float,
     cosmo,
-    max_iter: int = 50,
 ) -> tuple[float, float, float]:
-    """Cluster centre from its members: biweight redshift and median sky position, iterated.
+    """Cluster centre from its members, with the algorithm of the mock observations.
+
+    :func:`dynmass.centring.sky_centre`: median sky position and biweight velocity of the
+    galaxies in the cylinder about the current centre, iterated from the members' median
+    (the same :func:`dynmass.centring.centre_on_members` that ``dynmass observe --center
+    members`` runs on the mocks).
 
     Parameters
     ----------
-    ra_deg, dec_deg, z : numpy.ndarray
-        Member coordinates (deg) and redshifts.
+    ra_deg, dec_deg : numpy.ndarray
+        Member coordinates, degrees (ICRS).
+    z : numpy.ndarray
+        Member redshifts.
     aperture : float
         Aperture radius, comoving Mpc/h.
     vcut : float
         Velocity cut, km/s.
     cosmo : astropy.cosmology.Cosmology
         Cosmology for distances.
-    max_iter : int
-        Most iterations.
 
     Returns
     -------
     tuple of float
         ``(ra [deg], dec [deg], z_c)``.
-
-    Notes
-    -----
-    Start: z_c = median redshift; sky centre = median offset about the normalised mean
-    direction of all members. Then repeat: select members with ``|v| <= vcut`` and (after the
-    first pass) ``R <= aperture``; z_c = biweight location of their redshifts (Beers et al.
-    1990); sky centre = component-wise median of their offsets in the tangent frame of the
-    current centre; stop when z_c changes by < 1e-7 and the centre moves by < 1e-7 deg.
     """
-    import astropy.units as u
-    from astropy.coordinates import CartesianRepresentation, SkyCoord, UnitSphericalRepresentation
-    from astropy.stats import biweight_location
-
-    ra_deg, dec_deg, z = (np.asarray(a, float) for a in (ra_deg, dec_deg, z))
-    coords = SkyCoord(ra_deg * u.deg, dec_deg * u.deg)
-    mean_dir = CartesianRepresentation(coords.cartesian.xyz.mean(axis=1))
-    rep = mean_dir.represent_as(UnitSphericalRepresentation)
-    centre = _median_centre(coords, SkyCoord(rep.lon, rep.lat))
-    z_c = float(np.median(z))
-    use_aperture = False
-    for _ in range(max_iter):
-        R, v = sky_to_rv(ra_deg, dec_deg, z, (centre.ra.deg, centre.dec.deg, z_c), cosmo)
-        sel = np.abs(v) <= vcut
-        if use_aperture:
-            sel &= R <= aperture
-        if sel.sum() < 1:
-            raise InputError("no member lies within the velocity cut and aperture of the "
-                             "estimated centre; give the centre explicitly")
-        new_z = float(biweight_location(z[sel])) if sel.sum() > 2 else float(np.median(z[sel]))
-        new_centre = _median_centre(coords[sel], centre)
-        moved = centre.separation(new_centre).deg
-        done = use_aperture and abs(new_z - z_c) < 1e-7 and moved < 1e-7
-        z_c, centre, use_aperture = new_z, new_centre, True
-        if done:
-            break
-    return float(centre.ra.deg), float(centre.dec.deg), z_c
-
-
-def _median_centre(coords, centre):
-    """Component-wise median of ``coords`` offsets in the tangent frame of ``centre``."""
-    import astropy.units as u
-    from astropy.coordinates import SkyCoord
-
-    frame = centre.skyoffset_frame()
-    off = coords.transform_to(frame)
-    lon = np.median(off.lon.wrap_at("180d").deg)
-    lat = np.median(off.lat.deg)
-    return SkyCoord(lon * u.deg, lat * u.deg, frame=frame).icrs
+    ra_c, dec_c, z_c = sky_centre(ra_deg, dec_deg, z, aperture=aperture, vcut=vcut, cosmo=cosmo)
+    R, v = sky_to_rv(ra_deg, dec_deg, z, (ra_c, dec_c, z_c), cosmo)
+    if not np.any((R <= aperture) & (np.abs(v) <= vcut)):
+        raise InputError("no member lies within the velocity cut and aperture of the "
+                         "estimated centre; give the centre explicitly")
+    return ra_c, dec_c, z_c
 
 
 # --------------------------------------------------------------------------- prediction
@@ -456,7 +255,8 @@ def predict_members(
     data = {k: _float_column(table, c, path) for k, c in cols.items()}
     order = list(dict.fromkeys(ids.tolist()))
     centre_map = _centre_map(centers, order, path)
-    aperture, vcut = float(obs_settings["aperture"]), float(obs_settings["vcut"])
+    setup = ObservingSetup.from_settings(obs_settings, bundle.path)
+    aperture, vcut = setup.aperture, setup.vcut
     if min_members is None:
         min_members = int(obs_settings.get("min_members") or bundle.domain["n_gal"][0])
 
@@ -470,13 +270,13 @@ def predict_members(
         try:
             R, v, centre, source, note = _cluster_rv(
                 mode, {k: a[idx] for k, a in data.items()}, idx, centre_map.get(cid),
-                aperture, vcut, cosmo, skip_bad_rows,
+                setup, cosmo, skip_bad_rows,
             )
         except (_ClusterError, InputError) as exc:
             row["error"] = str(exc)
             continue
         row.update(ra=centre[0], dec=centre[1], z=centre[2], center_source=source, notes=note)
-        keep = (R <= aperture) & (np.abs(v) <= vcut)
+        keep = setup.cut(R, v)
         row["n_gal"] = int(keep.sum())
         if row["n_gal"] < HARD_MIN_GALAXIES:
             row["error"] = (f"only {row['n_gal']} galaxies within R <= {aperture} Mpc/h and "
@@ -540,7 +340,7 @@ def _centre_map(centers: Any, order: list[str], path: object) -> dict[str, tuple
     return cmap
 
 
-def _cluster_rv(mode, d, idx, centre, aperture, vcut, cosmo, skip_bad_rows):
+def _cluster_rv(mode, d, idx, centre, setup, cosmo, skip_bad_rows):
     """R [Mpc/h], v [km/s], centre, centre source and a note for one cluster."""
     note = ""
     if mode == "sky":
@@ -557,7 +357,8 @@ def _cluster_rv(mode, d, idx, centre, aperture, vcut, cosmo, skip_bad_rows):
         if len(ra) == 0:
             raise _ClusterError("no usable members")
         if centre is None:
-            centre = estimate_center(ra, dec, z, aperture=aperture, vcut=vcut, cosmo=cosmo)
+            centre = estimate_center(ra, dec, z, aperture=setup.aperture, vcut=setup.vcut,
+                                     cosmo=cosmo)
             source = "estimated"
         else:
             source = "given"
@@ -649,7 +450,19 @@ def _mass_flag(row: dict[str, Any], bundle: Bundle) -> bool:
 
 
 def write_masses(result, path: str | os.PathLike) -> Path:
-    """Write a :func:`predict_members` table as CSV, atomically."""
+    """Write a :func:`predict_members` table as CSV, atomically.
+
+    Parameters
+    ----------
+    result : astropy.table.Table
+        Output of :func:`predict_members`.
+    path : str or os.PathLike
+        CSV file to write.
+
+    Returns
+    -------
+    pathlib.Path
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         result.write(tmp, format="ascii.csv")
@@ -665,6 +478,21 @@ def predict_file(
     **kwargs: Any,
 ):
     """:func:`predict_members` on a file; writes ``out`` (CSV) and ``<out stem>.settings.json``.
+
+    Parameters
+    ----------
+    members : str or os.PathLike
+        Members table (see :func:`predict_members`).
+    out : str or os.PathLike
+        CSV file of masses to write.
+    model : str or os.PathLike, optional
+        Bundle file; default the shipped model.
+    centers : optional
+        Cluster centres (see :func:`predict_members`).
+    cosmology : optional
+        Cosmology (see :func:`parse_cosmology`).
+    **kwargs
+        Other keyword arguments of :func:`predict_members`.
 
     Returns
     -------

@@ -71,7 +71,24 @@ class ReproduceSettings:
 
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> ReproduceSettings:
-        """The quick (demo) or full preset, with ``overrides`` applied."""
+        """The quick (demo) or full preset, with ``overrides`` applied.
+
+        Parameters
+        ----------
+        quick : bool
+            True: the demo preset (5 folds, flattened mass function with 40 views per mass
+            bin, SDM on 500 training views, 500 sampling-test views); False: the full preset
+            (10 folds, 700 comoving Mpc/h box, 126 views per mass bin, 2000 sampling-test
+            views).
+        **overrides
+            Any field of :class:`ReproduceSettings`; None values are ignored (keep the
+            preset's).
+
+        Returns
+        -------
+        ReproduceSettings
+            The settings.
+        """
         if quick:
             base = cls(quick=True, folds=5, sampling_max_views=500,
                        observe={"flat_mass_function": True, "flat_target": 40},

@@ -1,4 +1,4 @@
-"""Cross-validated training, training on all data, and predicting other observation files.
+"""Cross-validated training and training on all data: the ``dynmass train`` stage.
 
 Folds follow Ho et al. 2019 (arXiv:1902.05950, section 3): hosts are ranked by M200c and
 ``fold = rank mod k``, so every fold spans the whole mass range and all views (lines of sight)
@@ -18,39 +18,58 @@ A cross-validation run writes one folder (the format every later stage reads)::
 Resuming: a fold whose ``fold_XX.h5`` exists is not retrained; a CNN fold that was interrupted
 resumes from its per-epoch checkpoint ``fold_XX.ckpt.pt`` (transient, deleted when the fold's
 model is saved). Re-running with different settings into the same folder raises
-:class:`~dynmass.errors.SettingsMismatchError` instead of mixing runs.
+:class:`~dynmass.errors.SettingsMismatchError` instead of mixing runs (the checks are in
+:mod:`dynmass.resume`).
 
 Data parallel: when started by ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised
-here (gloo on CPU, NCCL on CUDA), every rank trains on its shard of each batch through
-:class:`torch.nn.parallel.DistributedDataParallel`, and only rank 0 writes files.
+here (gloo on CPU, NCCL on CUDA; :mod:`dynmass.ddp`), every rank trains on its shard of each
+batch through :class:`torch.nn.parallel.DistributedDataParallel`, and only rank 0 writes files.
+
+Predicting another observations file with the result is :mod:`dynmass.predict_mock`
+(:func:`predict_mock` and :func:`load_run_models` are importable from here too).
+
+Examples
+--------
+Three-fold cross-validation of the M-sigma model on toy observations (Evrard et al. 2008
+members plus interlopers, 30 hosts seen along 2 lines of sight):
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> import numpy as np
+>>> from dynmass.rundir import RunDir
+>>> from dynmass.testing.estimators import make_observations
+>>> from dynmass.train import cross_validate
+>>> tmp = Path(tempfile.mkdtemp())
+>>> obs = make_observations(tmp / "obs.h5", np.random.default_rng(0), n_halos=30)
+>>> run = cross_validate(obs, "msigma", tmp / "run", folds=3, seed=0, progress=False)
+>>> sorted(p.name for p in run.iterdir())
+['fold_00.h5', 'fold_01.h5', 'fold_02.h5', 'predictions.csv', 'settings.json', 'timing.json']
+>>> pred = RunDir(run).read_predictions()
+>>> len(pred["log10_m200c_pred"]), sorted(set(pred["fold"].tolist()))
+(60, [0, 1, 2])
+>>> err = pred["log10_m200c_pred"] - pred["log10_m200c_true"]
+>>> bool(np.isfinite(err).all() and abs(np.median(err)) < 0.3)  # dex
+True
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dynmass._io import atomic_write_json, file_sha256, provenance
-from dynmass.errors import InputError, SettingsMismatchError
+from dynmass._io import atomic_write_json, provenance
+from dynmass.ddp import barrier, distributed, init_distributed
 from dynmass.folds import rank_folds
-from dynmass.models.base import (
-    RUNTIME_SETTINGS,
-    Estimator,
-    ensemble_predictions,
-    get_model,
-    load_model,
-)
-from dynmass.observations import Observations, read_observations
+from dynmass.models.base import Estimator, get_model
+from dynmass.observations import Observations
+from dynmass.predict_mock import load_run_models, predict_mock
+from dynmass.resume import check_fold_model, load_obs, load_saved_fold, prepare_run_dir
 from dynmass.rundir import RunDir, write_predictions_csv
 
 log = logging.getLogger(__name__)
@@ -64,10 +83,8 @@ __all__ = [
     "init_distributed",
 ]
 
+#: How folds are assigned (recorded in settings.json; see :func:`assign_folds`).
 FOLD_SCHEME = "hosts ranked by m200c, fold = rank mod k (Ho et al. 2019)"
-#: Keys of settings.json that must agree for a run folder to be resumed.
-_RESUME_KEYS: tuple[str, ...] = ("model", "model_settings", "observations_sha256", "folds",
-                                 "seed", "fold_scheme")
 
 
 # ----------------------------------------------------------------------------- folds
@@ -95,82 +112,13 @@ def assign_folds(obs: Observations, k: int) -> np.ndarray:
     return rank_folds(obs.clusters["halo_id"], obs.clusters["m200c"], k)
 
 
-# ----------------------------------------------------------------------------- distributed
-
-
-def init_distributed(device: str = "auto") -> bool:
-    """Initialise ``torch.distributed`` when launched by ``torchrun`` with ``WORLD_SIZE > 1``.
-
-    Parameters
-    ----------
-    device : {"auto", "cpu", "cuda", "mps"}
-        The training device: NCCL for CUDA, gloo otherwise.
-
-    Returns
-    -------
-    bool
-        True if this call initialised a process group (the caller destroys it).
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return False
-    from dynmass.models.cnn import resolve_device
-
-    dev = resolve_device(device, strict=True)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    dist.init_process_group(backend=backend)
-    log.info("initialised %s process group: rank %d of %d", backend, dist.get_rank(),
-             dist.get_world_size())
-    return True
-
-
-@contextlib.contextmanager
-def _distributed(device: str) -> Iterator[tuple[int, int]]:
-    """Process group for the block (if under torchrun); yields ``(rank, world_size)``."""
-    import torch.distributed as dist
-
-    mine = init_distributed(device)
-    try:
-        if dist.is_available() and dist.is_initialized():
-            yield dist.get_rank(), dist.get_world_size()
-        else:
-            yield 0, 1
-    finally:
-        if mine:
-            dist.destroy_process_group()
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 # ----------------------------------------------------------------------------- helpers
-
-
-def _load_obs(obs: Observations | str | os.PathLike) -> tuple[Observations, Path | None, str]:
-    """``(observations, absolute path or None, sha256)`` of a path or an in-memory object."""
-    if isinstance(obs, Observations):
-        obs.validate()  # files are validated on reading; in-memory data must be too (NaN R/v)
-        h = hashlib.sha256()
-        for arr in (obs.R, obs.v, obs.offsets, obs.clusters["halo_id"], obs.clusters["m200c"]):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(json.dumps(obs.settings, sort_keys=True, default=str).encode())
-        return obs, None, "memory:" + h.hexdigest()
-    path = Path(obs).resolve()
-    return read_observations(path), path, file_sha256(path)
 
 
 def _make_model(model_name: str, model_settings: dict[str, Any] | None,
                 device: str | None) -> Estimator:
+    """A new ``model_name`` model; ``device`` applies to torch models unless the settings name
+    one."""
     settings = dict(model_settings or {})
     model = get_model(model_name, **settings)
     if device is not None and "device" in model.settings and "device" not in settings:
@@ -179,23 +127,14 @@ def _make_model(model_name: str, model_settings: dict[str, Any] | None,
 
 
 def _fold_seed(seed: int, fold: int) -> int:
+    """Seed of fold ``fold``'s fit, derived from the master seed."""
     return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0])
-
-
-def _comparable(record: dict[str, Any]) -> dict[str, Any]:
-    out = {k: record.get(k) for k in _RESUME_KEYS}
-    out["model_settings"] = {k: v for k, v in (record.get("model_settings") or {}).items()
-                             if k not in RUNTIME_SETTINGS}
-    return _jsonable(out)
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
 def _fit(model: Estimator, obs: Observations, seed: int, features: np.ndarray | None,
          progress: bool, checkpoint: Path | None,
          epoch_callback: Callable[[int, dict[str, float]], None] | None) -> None:
+    """Fit ``model``, with the resumable-training hooks where it takes them."""
     if model.supports_checkpoint:
         model.fit(obs, seed=seed, features=features, progress=progress, checkpoint=checkpoint,
                   epoch_callback=epoch_callback)
@@ -204,6 +143,7 @@ def _fit(model: Estimator, obs: Observations, seed: int, features: np.ndarray | 
 
 
 def _predict(model: Estimator, obs: Observations, features: np.ndarray | None) -> np.ndarray:
+    """log10 M200c [Msun/h] of the views of ``obs``, from precomputed features if given."""
     if features is not None and model.featurizer is not None:
         model.check_obs(obs)
         return np.asarray(model.predict_features(features), dtype=float)
@@ -282,9 +222,9 @@ def cross_validate(
     """
     out = Path(out_dir)
     run = RunDir(out)
-    obs, obs_path, sha = _load_obs(obs_path_or_obs)
+    obs, obs_path, sha = load_obs(obs_path_or_obs)
     template = _make_model(model_name, model_settings, device)
-    with _distributed(template.settings.get("device", device)) as (rank, world):
+    with distributed(template.settings.get("device", device)) as (rank, world):
         fold_of = assign_folds(obs, folds)
         record = {
             "model": model_name,
@@ -298,7 +238,7 @@ def cross_validate(
             "world_size": world,
             **{k: v for k, v in provenance().items() if k in ("dynmass_version", "command")},
         }
-        done = _prepare_run_dir(run, record, resume, rank)
+        done = prepare_run_dir(run, record, resume, rank)
         if done:
             log.info("run %s is already complete; nothing to do", out)
             return out
@@ -345,42 +285,8 @@ def cross_validate(
                 "log10_m200c_pred": pred,
                 "n_gal": obs.n_gal.astype(np.int64),
             })
-        _barrier()
+        barrier()
     return out
-
-
-def _prepare_run_dir(run: RunDir, record: dict[str, Any], resume: bool, rank: int) -> bool:
-    """Check or write ``settings.json``; returns True when the run is already complete."""
-    out, settings_path = run.path, run.settings_path
-    if not resume and rank == 0 and out.exists():
-        for p in out.iterdir():
-            if p.name in ("settings.json", "predictions.csv", "timing.json") or (
-                    p.name.startswith("fold_") and p.suffix in (".h5", ".pt")):
-                p.unlink()
-            elif p.name == "cache" and p.is_dir():
-                shutil.rmtree(p)
-    _barrier()
-    if settings_path.exists():
-        try:
-            old = json.loads(settings_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"unreadable run settings ({exc}); use another folder or "
-                             "--no-resume", path=settings_path) from exc
-        a, b = _comparable(old), _comparable(record)
-        diff = [k for k in _RESUME_KEYS if a.get(k) != b.get(k)]
-        if diff:
-            detail = "; ".join(f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in diff)
-            raise SettingsMismatchError(
-                f"this folder holds a run with other settings ({detail}); choose another "
-                "output folder or pass --no-resume (resume=False) to overwrite it",
-                path=settings_path)
-        if run.complete:
-            return True
-    elif rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(settings_path, record)
-    _barrier()
-    return False
 
 
 def _run_fold(run: RunDir, f: int, obs: Observations, train: np.ndarray, test: np.ndarray,
@@ -390,24 +296,12 @@ def _run_fold(run: RunDir, f: int, obs: Observations, train: np.ndarray, test: n
               epoch_callback: Callable[[int, dict[str, float]], None] | None) -> dict[str, Any]:
     """Train (or reload) fold ``f`` and predict its held-out views."""
     path, ckpt = run.fold_path(f), run.checkpoint_path(f)
-    reused = False
-    model: Estimator | None = None
-    if path.exists():
-        try:
-            model = load_model(path)
-            reused = True
-        except InputError as exc:
-            log.warning("retraining fold %d: %s", f, exc)
-        if model is not None:
-            expected = _make_model(model_name, model_settings, device)
-            mine = {k: v for k, v in model.settings.items() if k not in RUNTIME_SETTINGS}
-            want = {k: v for k, v in expected.settings.items() if k not in RUNTIME_SETTINGS}
-            if model.name != model_name or _jsonable(mine) != _jsonable(want):
-                raise SettingsMismatchError(
-                    f"saved fold model is a '{model.name}' with settings {mine}, but this run "
-                    f"trains '{model_name}' with {want}; use another folder or --no-resume",
-                    path=path)
-    _barrier()  # every rank decided before rank 0 may write this fold's file
+    model: Estimator | None = load_saved_fold(path, f) if path.exists() else None
+    reused = model is not None
+    if model is not None:
+        check_fold_model(model, model_name,
+                         _make_model(model_name, model_settings, device).settings, path)
+    barrier()  # every rank decided before rank 0 may write this fold's file
     if model is None:
         model = _make_model(model_name, model_settings, device)
         sub = obs.subset(train)
@@ -421,7 +315,7 @@ def _run_fold(run: RunDir, f: int, obs: Observations, train: np.ndarray, test: n
         if rank == 0:
             model.save(path)
             ckpt.unlink(missing_ok=True)
-        _barrier()
+        barrier()
         if fold_callback is not None:
             fold_callback(f, model)
     t0 = time.perf_counter()
@@ -482,13 +376,13 @@ def fit_all(
         ``out_path``.
     """
     out = Path(out_path)
-    obs, obs_path, sha = _load_obs(obs_path_or_obs)
+    obs, obs_path, sha = load_obs(obs_path_or_obs)
     model = _make_model(model_name, model_settings, device)
     ckpt = out.with_name(out.name + ".ckpt.pt")
-    with _distributed(model.settings.get("device", device)) as (rank, _world):
+    with distributed(model.settings.get("device", device)) as (rank, _world):
         if not resume and rank == 0:
             ckpt.unlink(missing_ok=True)
-        _barrier()
+        barrier()
         t0 = time.perf_counter()
         X, _ = _features(model, obs, None, sha)
         _fit(model, obs, int(seed), X, progress, ckpt, None)
@@ -502,74 +396,5 @@ def fit_all(
         if rank == 0:
             model.save(out)
             ckpt.unlink(missing_ok=True)
-        _barrier()
-    return out
-
-
-# ----------------------------------------------------------------------------- predict
-
-
-def load_run_models(model_path: str | os.PathLike) -> list[Estimator]:
-    """The model(s) of a single model file or of a run folder (:meth:`RunDir.load_models`)."""
-    p = Path(model_path)
-    if p.is_dir():
-        return RunDir(p).load_models()
-    return [load_model(p)]
-
-
-def predict_mock(
-    model_path: str | os.PathLike,
-    obs_path: Observations | str | os.PathLike,
-    out_csv: str | os.PathLike,
-    *,
-    device: str | None = None,
-) -> Path:
-    """Predict the views of another observations file with a trained model or run folder.
-
-    Parameters
-    ----------
-    model_path : path
-        A model file (``fit_all`` output or any ``fold_XX.h5``) or a run folder, whose fold
-        models' predictions are averaged (mean of log10 M).
-    obs_path : Observations or path
-        Views to predict; must share the training data's aperture and vcut.
-    out_csv : path
-        Output table: ``halo_id,los,log10_m200c_true,log10_m200c_pred,n_gal`` (and
-        ``log10_m200c_pred_std``, the spread over fold models, for run folders); true masses
-        are NaN when unknown. Its settings record (version, command, model, observations)
-        goes to ``<out_csv stem>.settings.json``.
-    device : str, optional
-        Override the device of torch models.
-
-    Returns
-    -------
-    pathlib.Path
-        ``out_csv``.
-
-    Raises
-    ------
-    SettingsMismatchError
-        If the observations were made with another aperture or vcut than the model's data.
-    """
-    models = load_run_models(model_path)
-    obs, path, _sha = _load_obs(obs_path)
-    for model in models:
-        if device is not None and "device" in model.settings:
-            model.settings["device"] = device
-    P = ensemble_predictions(models, obs, path)
-    columns = {
-        "halo_id": np.asarray(obs.clusters["halo_id"]).astype(np.int64),
-        "los": np.asarray(obs.clusters["los"]).astype(np.int64),
-        "log10_m200c_true": obs.log10_m200c(),
-        "log10_m200c_pred": P.mean(axis=0),
-        "n_gal": obs.n_gal.astype(np.int64),
-    }
-    if len(models) > 1:
-        columns["log10_m200c_pred_std"] = P.std(axis=0)
-    out = write_predictions_csv(out_csv, columns)
-    atomic_write_json(out.with_name(out.stem + ".settings.json"), {  # settings record
-        **provenance(), "model": str(Path(model_path).resolve()), "n_models": len(models),
-        "observations": None if path is None else str(path), "observations_sha256": _sha,
-        "columns": {"log10_m200c_*": "log10 Msun/h"},
-    })
+        barrier()
     return out

@@ -9,7 +9,8 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``observe`` subcommand."""
-    from dynmass.observe import FLAT_BIN_DEX, FLAT_DENSITY, MAX_LOS, PRESETS
+    from dynmass.observe import FLAT_BIN_DEX, FLAT_DENSITY, MAX_LOS
+    from dynmass.observing import CENTER_MODES, PRESETS
 
     presets = ", ".join(f"{k}={a}/{v:g}" for k, (a, v) in PRESETS.items())
     p = sub.add_parser(
@@ -47,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"most views per host with --flat-mass-function (default {MAX_LOS})")
     p.add_argument("--sampling-rate", type=float, default=1.0,
                    help="keep each galaxy with this probability (default 1)")
-    p.add_argument("--center", choices=("true", "members"), default="true",
-                   help="true halo centre, or an observer's estimate from the galaxies")
+    p.add_argument("--center", choices=CENTER_MODES, default="true",
+                   help="true halo centre, or an observer's estimate from the galaxies (the "
+                   "algorithm of dynmass predict)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
     dask = p.add_mutually_exclusive_group()
     dask.add_argument("--workers", type=int, default=None,
@@ -64,18 +66,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Observe ``args.universe`` and write ``args.output``; print a short summary."""
     from dynmass.observations import observation_attrs
-    from dynmass.observe import PRESETS, observe_file
+    from dynmass.observe import observe_file
+    from dynmass.observing import ObservingSetup
 
-    aperture, vcut = PRESETS[args.preset]
+    setup = ObservingSetup.preset(args.preset, aperture=args.aperture, vcut=args.vcut,
+                                  min_members=args.min_members,
+                                  sampling_rate=args.sampling_rate, center=args.center)
     path = observe_file(
-        args.universe, args.output,
-        aperture=aperture if args.aperture is None else args.aperture,
-        vcut=vcut if args.vcut is None else args.vcut,
-        min_mass=args.min_mass, min_members=args.min_members,
+        args.universe, args.output, setup=setup, min_mass=args.min_mass,
         n_los=3 if args.n_los is None else args.n_los,
         flat_mass_function=args.flat_mass_function, flat_target=args.flat_target,
-        flat_bin_dex=args.flat_bin_dex, max_los=args.max_los,
-        sampling_rate=args.sampling_rate, center=args.center, seed=args.seed,
+        flat_bin_dex=args.flat_bin_dex, max_los=args.max_los, seed=args.seed,
         workers=args.workers, dask_scheduler=args.dask_scheduler,
         chunk_size=args.chunk_size, progress=args.progress,
     )

@@ -3,6 +3,13 @@
 ``msigma`` (M-sigma power law), ``sdm`` (support distribution machine-like distribution
 regression), ``cnn1d`` and ``cnn2d`` (Ho et al. 2019). :func:`get_model` builds one by name,
 :func:`load_model` reads a saved model file.
+
+Modules: :mod:`~dynmass.models.base` (the interface and file format),
+:mod:`~dynmass.models.msigma`, :mod:`~dynmass.models.sdm` (the estimator) with
+:mod:`~dynmass.models.divergence` (k-NN divergences between views), :mod:`~dynmass.models.cnn`
+(the estimators) with :mod:`~dynmass.models.networks` (architectures),
+:mod:`~dynmass.models.epochs` (the training loop) and :mod:`~dynmass.models.torch_runtime`
+(devices, threads, checkpoints).
 """
 
 from dynmass.models.base import MODEL_NAMES, Estimator, get_model, load_model

@@ -76,7 +76,17 @@ class Estimator(ABC):
 
     @abstractmethod
     def fit(self, obs: Observations, *, seed: int = 0, **kwargs: Any) -> Estimator:
-        """Fit on all views of ``obs``; returns ``self``."""
+        """Fit on all views of ``obs``; returns ``self``.
+
+        Parameters
+        ----------
+        obs : Observations
+            Training views with ``clusters["m200c"]`` [Msun/h].
+        seed : int
+            Seed of every random choice of the fit.
+        **kwargs
+            Model-specific options (see :attr:`supports_checkpoint`).
+        """
 
     @abstractmethod
     def predict(self, obs: Observations) -> np.ndarray:
@@ -129,7 +139,16 @@ class Estimator(ABC):
         self.obs_settings = dict(obs.settings)
 
     def check_obs(self, obs: Observations, path: object = None) -> None:
-        """Raise a clear error if ``obs`` was made with other settings than the training data."""
+        """Raise a clear error if ``obs`` was made with other settings than the training data.
+
+        Parameters
+        ----------
+        obs : Observations
+            Views to predict; their aperture [comoving Mpc/h], vcut [km/s] and other observe
+            settings must match the training data's.
+        path : object, optional
+            The file ``obs`` came from, named in the error.
+        """
         if self.obs_settings:
             obs.check_compatible(self.obs_settings, f"model '{self.name}'", path)
 
@@ -149,7 +168,15 @@ class Estimator(ABC):
 
 
 def write_model_group(group: h5py.Group, model: Estimator) -> None:
-    """Write ``model`` into an open HDF5 group (used for single files and bundles)."""
+    """Write ``model`` into an open HDF5 group (used for single files and bundles).
+
+    Parameters
+    ----------
+    group : h5py.Group
+        Open, writable group; gets the attributes and a ``params`` subgroup (module docs).
+    model : Estimator
+        Fitted model.
+    """
     group.attrs["model"] = model.name
     group.attrs["settings"] = to_json(model.settings)
     group.attrs["obs_settings"] = to_json(model.obs_settings)
@@ -163,7 +190,15 @@ def write_model_group(group: h5py.Group, model: Estimator) -> None:
 
 
 def read_model_group(group: h5py.Group, path: object = None) -> Estimator:
-    """Rebuild a model from an HDF5 group written by :func:`write_model_group`."""
+    """Rebuild a model from an HDF5 group written by :func:`write_model_group`.
+
+    Parameters
+    ----------
+    group : h5py.Group
+        Open group.
+    path : object, optional
+        The file, named in errors.
+    """
     name = group.attrs.get("model")
     name = name.decode() if isinstance(name, bytes) else name
     if name not in MODEL_NAMES:
@@ -186,7 +221,15 @@ def get_model_class(name: str) -> type[Estimator]:
 
 
 def get_model(name: str, **settings: Any) -> Estimator:
-    """A new, unfitted model ``name`` with ``settings``."""
+    """A new, unfitted model ``name`` with ``settings``.
+
+    Parameters
+    ----------
+    name : str
+        A registered model (:data:`MODEL_NAMES`: msigma, sdm, cnn1d, cnn2d).
+    **settings
+        Hyper-parameters (see each model's class); the others keep their defaults.
+    """
     return get_model_class(name)(**settings)
 
 
@@ -205,7 +248,7 @@ def load_model(path: str | os.PathLike) -> Estimator:
 
 
 def ensemble_predictions(models: Sequence[Estimator], obs: Observations,
-                     path: object = None) -> np.ndarray:
+                         path: object = None) -> np.ndarray:
     """``(n_models, n_views)`` log10 M200c [Msun/h] of every model, after checking that ``obs``
     was cut like each model's training views (``path`` is named in the error).
 

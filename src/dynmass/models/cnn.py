@@ -1,18 +1,15 @@
-"""CNN1D and CNN2D of Ho et al. 2019 (ApJ 887, 25; arXiv:1902.05950), in PyTorch.
+"""The CNN1D and CNN2D estimators of Ho et al. 2019 (ApJ 887, 25; arXiv:1902.05950), in PyTorch.
 
 Both networks read a kernel density estimate (KDE) of a cluster view's galaxies
 (:func:`dynmass.features.kde1d`, :func:`dynmass.features.kde2d`) and regress
-``log10 M200c`` [Msun/h], scaled to [0, 1] with the training set's minimum and maximum.
+``log10 M200c`` [Msun/h], scaled to [0, 1] with the training set's minimum and maximum. This
+module holds the estimators (settings, inputs, ``fit``, ``predict``, saving); the architectures
+are in :mod:`dynmass.models.networks` and the epoch loop in :mod:`dynmass.models.epochs`.
 
-Architecture (Ho et al. 2019, section 3 and their public example code):
-
-- **CNN1D**: KDE of ``v`` on ``n_bins`` bins over [-vcut, vcut] km/s ->
-  Conv1d(1 -> 10, width 5) ReLU -> Conv1d(10 -> 5, width 3) ReLU -> MaxPool1d(2) ->
-  Dropout(0.25) -> Flatten -> Dense 128 ReLU -> Dense 64 ReLU -> Dense 1.
+- **CNN1D**: KDE of ``v`` on ``n_bins`` bins over [-vcut, vcut] km/s, two convolutions along
+  ``v`` and three dense layers.
 - **CNN2D**: KDE of ``(R, v)`` on ``n_bins x n_bins`` bins; the R bins (over [0, aperture]
-  comoving Mpc/h) are the input channels and the convolutions run along ``v``:
-  Conv1d(n_bins -> 24, width 5) ReLU -> Conv1d(24 -> 10, width 3) ReLU -> MaxPool1d(4) ->
-  Dropout(0.25) -> Flatten -> Dense 128 ReLU -> Dense 64 ReLU -> Dense 1.
+  comoving Mpc/h) are the input channels and the convolutions run along ``v``.
 
 Training follows the paper: mean squared error, Adam (learning rate 1e-3), batches of 50, up
 to 20 epochs, the training set doubled by mirroring ``v -> -v``. In addition (the paper trained
@@ -24,12 +21,26 @@ Extras for scale: ``device`` (``auto``/``cpu``/``cuda``/``mps``), mixed precisio
 (``amp``: ``auto`` = bf16 where supported, else fp16 with a gradient scaler), PyTorch
 DistributedDataParallel when a process group is initialised (``torchrun``; see
 :mod:`dynmass.train`), and per-epoch checkpoints so an interrupted fit resumes exactly.
+
+Examples
+--------
+A CNN1D trained for one epoch on a few toy views (Gaussian velocities with the Evrard et al.
+2008 dispersion), small KDE images:
+
+>>> from dynmass.models.cnn import CNN1D
+>>> from dynmass.testing.worlds import evrard_views
+>>> train, test = evrard_views(12, 2, seed=0), evrard_views(3, 1, seed=1)
+>>> model = CNN1D(epochs=1, n_bins=16, batch_size=8, val_fraction=0.0).fit(train, seed=0)
+>>> pred = model.predict(test)
+>>> pred.shape, len(model.extra["history"]), model.extra["n_train_views"]
+((3,), 1, 24)
+>>> bool(((pred > 13) & (pred < 16)).all())  # log10 M200c [Msun/h]
+True
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -45,13 +56,13 @@ from dynmass.features import BANDWIDTH, N_BINS
 from dynmass.featurizers import KDEFeaturizer
 from dynmass.folds import split_by_halo
 from dynmass.models.base import Estimator
+from dynmass.models.epochs import train_epochs
+from dynmass.models.networks import build_network
 from dynmass.models.torch_runtime import (
     _amp_dtype,
     _best_epoch,
     _dist,
     _fingerprint,
-    _load_checkpoint,
-    _save_checkpoint,
     _torch_runtime,
     resolve_device,
 )
@@ -109,64 +120,13 @@ def _check_settings(name: str, s: dict[str, Any]) -> None:
                          "'sum1'", column="input_scale")
 
 
-# ----------------------------------------------------------------------------- networks
-
-
-def build_network(kind: str, n_bins: int = N_BINS, dropout: float = 0.25) -> nn.Sequential:
-    """The CNN1D or CNN2D network of Ho et al. 2019.
-
-    Parameters
-    ----------
-    kind : {"cnn1d", "cnn2d"}
-        Which network.
-    n_bins : int
-        KDE bins per axis (48 in the paper). CNN1D input: ``(batch, 1, n_bins)``; CNN2D input:
-        ``(batch, n_bins [R channels], n_bins [v])``.
-    dropout : float
-        Dropout probability after the pooling layer.
-
-    Returns
-    -------
-    torch.nn.Sequential
-        Maps a batch of KDE images to one number per view (the scaled log mass).
-    """
-    if kind == "cnn1d":
-        convs = [nn.Conv1d(1, 10, 5), nn.ReLU(), nn.Conv1d(10, 5, 3), nn.ReLU(), nn.MaxPool1d(2)]
-        pool, out_ch = 2, 5
-    elif kind == "cnn2d":
-        convs = [nn.Conv1d(n_bins, 24, 5), nn.ReLU(), nn.Conv1d(24, 10, 3), nn.ReLU(),
-                 nn.MaxPool1d(4)]
-        pool, out_ch = 4, 10
-    else:
-        raise InputError(f"unknown network kind {kind!r}")
-    length = (n_bins - 4 - 2) // pool
-    if length < 1:
-        raise InputError(f"n_bins={n_bins} is too small for {kind} (need >= {6 + pool})")
-    net = nn.Sequential(
-        *convs,
-        nn.Dropout(dropout),
-        nn.Flatten(),
-        nn.Linear(out_ch * length, 128), nn.ReLU(),
-        nn.Linear(128, 64), nn.ReLU(),
-        nn.Linear(64, 1),
-    )
-    # Keras' defaults, as in the paper's code: Glorot-uniform weights, zero biases. (PyTorch's
-    # default init gives biases as large as the signal of a sum-1 48x48 KDE, and CNN2D then
-    # stalls at a constant prediction for many epochs.)
-    for layer in net:
-        if isinstance(layer, (nn.Conv1d, nn.Linear)):
-            nn.init.xavier_uniform_(layer.weight)
-            nn.init.zeros_(layer.bias)
-    return net
-
-
-# ----------------------------------------------------------------------------- devices
+# ----------------------------------------------------------------------------- estimators
 
 
 class TorchEstimator(Estimator):
     """Shared training and prediction machinery of the KDE-input CNNs.
 
-    Subclasses set :attr:`name` (the network kind) and :meth:`compute_features`.
+    Subclasses set :attr:`name` (the network kind) and :attr:`feature_kind` (the KDE images).
 
     Parameters
     ----------
@@ -185,7 +145,8 @@ class TorchEstimator(Estimator):
     patience : int
         Stop after this many epochs without a lower validation loss (0: never stop early).
     n_bins : int
-        KDE bins per axis (48 in the paper).
+        KDE bins per axis (48 in the paper): ``v`` over [-vcut, vcut] km/s, ``R`` over
+        [0, aperture] comoving Mpc/h.
     bandwidth : float
         KDE bandwidth factor (scipy ``gaussian_kde``'s ``bw_method``; 0.25 in the paper).
     flip_v : bool
@@ -198,6 +159,10 @@ class TorchEstimator(Estimator):
         torch CPU threads while fitting and predicting.
     predict_batch_size : int
         Views per forward pass when predicting.
+    input_scale : {"nbins", "sum1"}
+        ``"nbins"``: the sum-1 KDE images multiplied by ``n_bins`` (the default, a departure
+        from the paper that keeps CNN2D from stalling); ``"sum1"``: the paper's images as they
+        are.
     """
 
     defaults: ClassVar[dict[str, Any]] = dict(_CNN_DEFAULTS)
@@ -299,7 +264,10 @@ class TorchEstimator(Estimator):
             exists and matches this fit, training resumes from it exactly; the caller deletes
             it when the fit is saved.
         epoch_callback : callable, optional
-            ``f(epoch, record)`` after every epoch (``record``: train_loss, val_loss).
+            ``f(epoch, record)`` after every epoch (``record``: epoch, train_loss, val_loss,
+            seconds).
+        **kwargs
+            Not accepted: any other option raises :class:`InputError`.
 
         Returns
         -------
@@ -333,11 +301,13 @@ class TorchEstimator(Estimator):
         with _torch_runtime(s["num_threads"]):
             cuda_devices = [device.index or 0] if device.type == "cuda" else []
             with torch.random.fork_rng(devices=cuda_devices):
-                history = self._train_loop(
-                    Xtr, ttr, X[val_idx], t[val_idx], device, amp, seed, progress,
-                    None if checkpoint is None else Path(checkpoint), fingerprint,
+                net, history, resumed_seconds = train_epochs(
+                    self.name, s, Xtr, ttr, X[val_idx], t[val_idx], device, amp, seed,
+                    progress, None if checkpoint is None else Path(checkpoint), fingerprint,
                     epoch_callback,
                 )
+                self._net = net
+                self.extra["resumed_seconds"] = resumed_seconds
         self.extra.update({
             "history": history,
             "best_epoch": _best_epoch(history),
@@ -351,147 +321,6 @@ class TorchEstimator(Estimator):
             "world_size": _dist()[2],
         })
         return self
-
-    def _train_loop(
-        self, Xtr: np.ndarray, ttr: np.ndarray, Xva: np.ndarray, tva: np.ndarray,
-        device: torch.device, amp: torch.dtype | None, seed: int, progress: bool,
-        ckpt: Path | None, fingerprint: str,
-        epoch_callback: Callable[[int, dict[str, float]], None] | None,
-    ) -> list[dict[str, float]]:
-        """The epoch loop (inside a forked torch RNG); returns the per-epoch history."""
-        import torch.distributed as dist
-
-        s = self.settings
-        is_dist, rank, world = _dist()
-        torch.manual_seed(seed)
-        net = build_network(self.name, int(s["n_bins"]), float(s["dropout"])).to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=float(s["lr"]))
-        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-        gen = torch.Generator().manual_seed(seed + 1)
-        # dropout masks differ between DDP ranks (as in any data-parallel run), same per seed
-        torch.manual_seed(seed + 2 + rank)
-        state: dict[str, Any] = {"epoch": 0, "best_val": math.inf, "bad": 0, "history": [],
-                                 "best_state": None, "elapsed": 0.0}
-        t_start = time.perf_counter()
-        if ckpt is not None and ckpt.exists():
-            state = _load_checkpoint(ckpt, fingerprint, net, opt, scaler, gen, device, state)
-            if rank > 0:  # the checkpoint holds rank 0's dropout RNG
-                torch.manual_seed(seed + 2 + rank + 1000 * state["epoch"])
-        model: nn.Module = net
-        if is_dist:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(
-                net, device_ids=[device.index] if device.type == "cuda" else None)
-        big = Xtr.nbytes + Xva.nbytes > 4 * 1024**3
-        data_dev = torch.device("cpu") if big else device
-        Xtr_t = torch.from_numpy(np.ascontiguousarray(Xtr)).to(data_dev)
-        ttr_t = torch.from_numpy(ttr).to(data_dev)
-        Xva_t = torch.from_numpy(np.ascontiguousarray(Xva)).to(data_dev)
-        tva_t = torch.from_numpy(tva).to(data_dev)
-        n = len(Xtr_t)
-        batch = max(1, int(s["batch_size"]) // world)
-        sampler = None
-        if is_dist:
-            from torch.utils.data import DistributedSampler
-
-            sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                         seed=seed, drop_last=False)
-        epochs, patience = int(s["epochs"]), int(s["patience"])
-        acc = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        bar = None
-        if progress and rank == 0:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=epochs, initial=state["epoch"], desc=f"{self.name} epochs",
-                       unit="epoch", leave=False)
-        history = state["history"]
-        last = state["epoch"] if state.get("stopped") else epochs
-        try:
-            for epoch in range(state["epoch"], last):
-                if sampler is not None:
-                    sampler.set_epoch(epoch)
-                    order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-                else:
-                    order = torch.randperm(n, generator=gen)
-                t_epoch = time.perf_counter()
-                net.train()
-                sum_loss = torch.zeros((), dtype=acc, device=device)
-                count = 0
-                for start in range(0, len(order), batch):
-                    idx = order[start:start + batch].to(data_dev)
-                    xb = Xtr_t[idx].to(device, non_blocking=True)
-                    yb = ttr_t[idx].to(device, non_blocking=True)
-                    with torch.autocast(device_type=device.type, dtype=amp or torch.float32,
-                                        enabled=amp is not None):
-                        out = model(xb).squeeze(1)
-                    loss = nn.functional.mse_loss(out.float(), yb)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                    sum_loss += loss.detach().to(acc) * len(idx)
-                    count += len(idx)
-                tot = torch.stack([sum_loss, torch.tensor(float(count), dtype=acc,
-                                                          device=device)])
-                if is_dist:
-                    dist.all_reduce(tot)
-                train_loss = float(tot[0] / tot[1])
-                val_loss = math.nan
-                if len(Xva_t):
-                    val_loss = self._loss(net, Xva_t, tva_t, device, amp)
-                    if is_dist:  # identical decisions on every rank
-                        v = torch.tensor([val_loss], dtype=acc, device=device)
-                        dist.broadcast(v, 0)
-                        val_loss = float(v[0])
-                record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                          "seconds": time.perf_counter() - t_epoch}
-                history.append(record)
-                if len(Xva_t):
-                    if val_loss < state["best_val"]:
-                        state["best_val"] = val_loss
-                        state["bad"] = 0
-                        state["best_state"] = {k: v.detach().clone()
-                                               for k, v in net.state_dict().items()}
-                    else:
-                        state["bad"] += 1
-                stop = bool(len(Xva_t) and patience > 0 and state["bad"] >= patience)
-                state["epoch"] = epoch + 1
-                if ckpt is not None and rank == 0:
-                    _save_checkpoint(ckpt, fingerprint, net, opt, scaler, gen, state, stop,
-                                     state["elapsed"] + time.perf_counter() - t_start)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{train_loss:.4g}", val=f"{val_loss:.4g}")
-                if epoch_callback is not None:
-                    epoch_callback(epoch, record)
-                if stop:
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        if state["best_state"] is not None:
-            net.load_state_dict(state["best_state"])
-        net.eval()
-        self._net = net.to("cpu") if device.type != "cpu" else net
-        self.extra["resumed_seconds"] = float(state["elapsed"])
-        return history
-
-    @staticmethod
-    def _loss(net: nn.Module, X: torch.Tensor, t: torch.Tensor, device: torch.device,
-              amp: torch.dtype | None, chunk: int = 8192) -> float:
-        """Mean squared error of ``net`` on ``(X, t)`` in eval mode (no dropout)."""
-        net.eval()
-        total = 0.0
-        with torch.inference_mode():
-            for start in range(0, len(X), chunk):
-                xb = X[start:start + chunk].to(device)
-                with torch.autocast(device_type=device.type, dtype=amp or torch.float32,
-                                    enabled=amp is not None):
-                    out = net(xb).squeeze(1).float()
-                total += float(((out - t[start:start + chunk].to(device)) ** 2).sum())
-        net.train()
-        return total / len(X)
 
     # -- predict -------------------------------------------------------------------------
 
@@ -574,6 +403,3 @@ class CNN2D(TorchEstimator):
 
     name: ClassVar[str] = "cnn2d"
     feature_kind: ClassVar[str] = "2d"
-
-
-# ----------------------------------------------------------------------------- helpers

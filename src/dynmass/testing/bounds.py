@@ -59,7 +59,21 @@ class Bound:
         return (self.lo is None or value > self.lo) and (self.hi is None or value < self.hi)
 
     def margin_sigmas(self, mean: float, sd: float) -> float:
-        """Distance, in units of ``sd``, from ``mean`` to the nearer limit (inf if unbounded)."""
+        """Distance, in units of ``sd``, from ``mean`` to the nearer limit (inf if unbounded).
+
+        Parameters
+        ----------
+        mean : float
+            Mean of the statistic (e.g. over seeds).
+        sd : float
+            Its standard deviation; with ``sd <= 0`` the result is +inf when
+            ``mean`` is inside the limits, -inf otherwise.
+
+        Returns
+        -------
+        float
+            Negative when ``mean`` lies beyond a limit.
+        """
         gaps = [g for g in (None if self.lo is None else mean - self.lo,
                             None if self.hi is None else self.hi - mean) if g is not None]
         if not gaps:

@@ -63,7 +63,22 @@ class ToySigma(Estimator):
     defaults: ClassVar[dict[str, Any]] = {}
 
     def fit(self, obs: Observations, *, seed: int = 0, **kw: Any) -> ToySigma:
-        """Least-squares line of log10 M200c on log10 sigma_v (``seed`` unused: exact)."""
+        """Least-squares line of log10 M200c on log10 sigma_v (``seed`` unused: exact).
+
+        Parameters
+        ----------
+        obs : Observations
+            Training views (velocities in km/s, masses M200c in Msun/h).
+        seed : int
+            Unused (the fit is deterministic).
+        **kw
+            Ignored (the keywords other estimators' ``fit`` takes).
+
+        Returns
+        -------
+        ToySigma
+            ``self``.
+        """
         self.remember_obs_settings(obs)
         x = np.log10(ragged_std(obs.v, obs.offsets))
         self.coef = np.polyfit(x, obs.log10_m200c(), 1)
@@ -89,7 +104,22 @@ class ToyConst(ToySigma):
     name: ClassVar[str] = "toy_const"
 
     def fit(self, obs: Observations, *, seed: int = 0, **kw: Any) -> ToyConst:
-        """Remember the mean training mass."""
+        """Remember the mean training mass.
+
+        Parameters
+        ----------
+        obs : Observations
+            Training views (masses M200c in Msun/h).
+        seed : int
+            Unused (the fit is deterministic).
+        **kw
+            Ignored (the keywords other estimators' ``fit`` takes).
+
+        Returns
+        -------
+        ToyConst
+            ``self``.
+        """
         self.remember_obs_settings(obs)
         self.coef = np.array([float(np.mean(obs.log10_m200c()))])
         return self

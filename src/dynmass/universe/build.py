@@ -244,10 +244,17 @@ def build_universe(
 
     Examples
     --------
+    A tiny universe: a 40 Mpc/h box with halos of M200c >= 1e13 Msun/h (the same seed and
+    settings give the same numbers):
+
     >>> from dynmass.universe import build_universe
-    >>> cat = build_universe(box_size=60.0, seed=1, min_mass=1e13)
-    >>> bool(cat.halos["m200c"].min() >= 1e13)
-    True
+    >>> cat = build_universe(box_size=40.0, seed=1, min_mass=1e13)
+    >>> cat.n_halos, cat.n_galaxies
+    (20, 159)
+    >>> bool(cat.halos["m200c"].min() >= 1e13), int(cat.galaxies["is_central"].sum())
+    (True, 20)
+    >>> sorted(cat.galaxies)
+    ['host_id', 'is_central', 'log10_mstar', 'r_host', 'vx', 'vy', 'vz', 'x', 'y', 'z']
     """
     s = _settings(box_size, redshift, cosmology, seed, settings)
     halo_parts, gal_parts = [], []

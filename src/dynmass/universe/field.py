@@ -60,7 +60,20 @@ def linear_power(k_hmpc: np.ndarray, redshift: float, cosmo: dict[str, Any]) -> 
 
 
 def growth_rate(redshift: float, cosmo: dict[str, Any]) -> float:
-    """Linear growth rate f = dlnD/dlna (finite difference of the colossus growth factor)."""
+    """Linear growth rate f = dlnD/dlna (finite difference of the colossus growth factor).
+
+    Parameters
+    ----------
+    redshift : float
+        Redshift.
+    cosmo : dict
+        Cosmological parameters.
+
+    Returns
+    -------
+    float
+        f(z) (dimensionless).
+    """
     with colossus_cosmology(cosmo) as c:
         eps = 1e-3
         a0 = 1.0 / (1.0 + redshift)
@@ -79,7 +92,7 @@ def _kgrid(n_grid: int, box_size: float) -> tuple[np.ndarray, np.ndarray, np.nda
 class LinearField:
     """One realisation of the linear density field on a periodic FFT grid.
 
-    Attributes
+    Parameters
     ----------
     delta_k : numpy.ndarray
         rfft of the linear overdensity (complex64, shape (n, n, n//2+1)).
@@ -252,6 +265,17 @@ def sample_cells(
 ) -> np.ndarray:
     """Place ``n`` points in grid cells with probability proportional to ``density``,
     uniformly within each cell (cell ``i`` spans node ``i`` +- half a cell, periodic).
+
+    Parameters
+    ----------
+    density : numpy.ndarray
+        (n_grid, n_grid, n_grid) non-negative weights of the cells (need not be normalised).
+    n : int
+        Number of points.
+    box_size : float
+        Box side, comoving Mpc/h.
+    rng : numpy.random.Generator
+        Random generator (consumed).
 
     Returns
     -------

@@ -123,6 +123,20 @@ def concentration_200c(m200c_msunh: np.ndarray, redshift: float, cosmo: dict[str
     """Mean c200c(M) of Diemer & Joyce 2019 (colossus ``diemer19``), interpolated in log M.
 
     Valid (as calibrated) for roughly 10^11-10^15.5 Msun/h at z < 6.
+
+    Parameters
+    ----------
+    m200c_msunh : array_like
+        Halo masses M200c, Msun/h (> 0).
+    redshift : float
+        Redshift.
+    cosmo : dict
+        Cosmological parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        Concentrations c200c = R200c / r_s, one per mass (empty for no masses).
     """
     from colossus.halo import concentration
 

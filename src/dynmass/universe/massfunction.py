@@ -140,7 +140,18 @@ class MassFunctionTable:
         self.n_above = np.concatenate([np.cumsum(seg[::-1])[::-1], [0.0]])
 
     def n_between(self, m_lo_msunh: np.ndarray, m_hi_msunh: np.ndarray) -> np.ndarray:
-        """Number density of halos with m_lo <= M200c < m_hi, comoving (Mpc/h)^-3."""
+        """Number density of halos with m_lo <= M200c < m_hi, comoving (Mpc/h)^-3.
+
+        Parameters
+        ----------
+        m_lo_msunh, m_hi_msunh : array_like
+            Bin edges M200c, Msun/h (broadcast together; clamped to the table's range).
+
+        Returns
+        -------
+        numpy.ndarray
+            Number densities, comoving (Mpc/h)^-3.
+        """
         return self._n_above(m_lo_msunh) - self._n_above(m_hi_msunh)
 
     def _n_above(self, m: np.ndarray) -> np.ndarray:
@@ -152,6 +163,15 @@ class MassFunctionTable:
         """Draw ``n`` masses from the mass function restricted to [m_lo, m_hi).
 
         Inverse-transform sampling of the tabulated n(>M), linear in ln M between grid points.
+
+        Parameters
+        ----------
+        n : int
+            Number of masses.
+        m_lo_msunh, m_hi_msunh : float
+            Mass range M200c, Msun/h.
+        rng : numpy.random.Generator
+            Random generator (consumed).
 
         Returns
         -------

@@ -48,7 +48,7 @@ def check_mass_function(cat: Catalog, bin_dex: float = 0.1, min_expected: float 
     cat : Catalog
         Catalog (halo ``m200c`` in Msun/h).
     bin_dex : float
-        Bin width in log10 M200c.
+        Bin width in log10 M200c, dex.
     min_expected : float
         Bins expecting fewer halos are left out of the chi^2.
 
@@ -84,6 +84,13 @@ def satellite_dispersions(cat: Catalog, min_satellites: int = 10) -> dict[str, n
     sigma_1D^2 = sum over satellites and axes of (v - v_host)^2 / (3 N_sat); ``log_sigma``
     is corrected for the chi^2 bias of a log of a variance with 3 N_sat degrees of freedom.
 
+    Parameters
+    ----------
+    cat : Catalog
+        Catalog (velocities in km/s).
+    min_satellites : int
+        Halos with fewer satellites are left out.
+
     Returns
     -------
     dict
@@ -107,6 +114,14 @@ def satellite_dispersions(cat: Catalog, min_satellites: int = 10) -> dict[str, n
 
 def check_velocity_dispersion(cat: Catalog, min_satellites: int = 10) -> dict:
     """Fit sigma_1D(M) of satellites and compare with Evrard et al. 2008.
+
+    Parameters
+    ----------
+    cat : Catalog
+        Catalog (``m200c`` in Msun/h, velocities in km/s); its settings ``beta`` and
+        ``velocity_bias`` decide whether the comparison applies.
+    min_satellites : int
+        Halos with fewer satellites are left out of the fit.
 
     Returns
     -------
@@ -142,7 +157,22 @@ def check_velocity_dispersion(cat: Catalog, min_satellites: int = 10) -> dict:
 
 
 def xi_linear(r_mpch: np.ndarray, redshift: float, cosmo: dict) -> np.ndarray:
-    """Linear matter correlation function (colossus), r in comoving Mpc/h."""
+    """Linear matter correlation function (colossus), r in comoving Mpc/h.
+
+    Parameters
+    ----------
+    r_mpch : array_like
+        Separations, comoving Mpc/h.
+    redshift : float
+        Redshift.
+    cosmo : dict
+        Cosmological parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        xi_lin(r) (dimensionless).
+    """
     with colossus_cosmology(cosmo) as c:
         return np.asarray(c.correlationFunction(np.asarray(r_mpch, float), redshift), float)
 
@@ -151,6 +181,15 @@ def halo_correlation(
     pos: np.ndarray, box_size: float, r_edges: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two-point correlation of points in a periodic box: DD / RR - 1 with analytic RR.
+
+    Parameters
+    ----------
+    pos : numpy.ndarray
+        (n, 3) positions in [0, box_size), comoving Mpc/h.
+    box_size : float
+        Box side, comoving Mpc/h.
+    r_edges : numpy.ndarray
+        Edges of the radial bins, comoving Mpc/h (increasing).
 
     Returns
     -------
@@ -327,6 +366,17 @@ def _summary(hmf: dict, vel: dict, clu: dict, cat: Catalog) -> dict[str, Any]:
 
 def check_catalog(cat: Catalog, out_dir: str | os.PathLike | None = None, **kw: Any) -> dict:
     """Run the three checks on an in-memory catalog; write figures and summary if ``out_dir``.
+
+    Parameters
+    ----------
+    cat : Catalog
+        Catalog (comoving Mpc/h, km/s, M200c in Msun/h).
+    out_dir : str or os.PathLike, optional
+        Folder for ``summary.json`` and the PNG figures; ``None`` writes nothing.
+    **kw
+        ``min_satellites`` for :func:`check_velocity_dispersion`; any other keyword goes to
+        :func:`check_clustering` (``thresholds_log10_msunh``, ``r_range`` in comoving Mpc/h,
+        ``n_bins``, ``max_points``, ``seed``, ``tolerance``).
 
     Returns
     -------
