@@ -28,6 +28,7 @@ from dynmass.observe import (
     observe,
     observe_file,
 )
+from dynmass.observing import ObservingSetup
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.catalogs import Z, concat, halo, make_catalog, members_of, random_universe
 
@@ -299,8 +300,8 @@ def test_axis_and_rotated_views_agree_with_brute_force(rng):
             "cen_vel": np.zeros((3, 3)), "los": np.eye(3), "halo_id": np.full(3, 1),
             "halo_row": np.zeros(3, int), "los_index": np.arange(3), "batch": 2,
             "box": cat.box_size, "aperture": 1.6, "vcut": 2200.0, "redshift": Z,
-            "half_depth": depth, "u_gal_max": u_max, "table": table, "sampling_rate": 1.0,
-            "seed": 0, "center": "true"}
+            "half_depth": depth, "u_gal_max": u_max, "table": table,
+            "survey": ObservingSetup().survey_settings(), "seed": 0, "center": "true"}
     outs = []
     for kind in (0, 1, 2):
         outs.append(K.observe_chunk({**task, "kind": kind, "view_id": np.array([kind]),

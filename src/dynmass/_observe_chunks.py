@@ -167,7 +167,8 @@ def _assemble(results: list[dict[str, Any]], n_views: int) -> dict[str, np.ndarr
         z = np.zeros(0)
         return {"counts": np.zeros(n_views, np.int64), "R": z, "v": z,
                 "is_member": np.zeros(0, bool), "galaxy_index": np.zeros(0, np.int64),
-                "center_dR": np.zeros(n_views), "center_dv": np.zeros(n_views)}
+                "center_dR": np.zeros(n_views), "center_dv": np.zeros(n_views),
+                **{name: np.zeros(n_views) for name in K.VIEW_SURVEY}}
     view_id = np.concatenate([r["view_id"] for r in results])
     counts = np.concatenate([r["counts"] for r in results]).astype(np.int64)
     starts = np.zeros(len(counts), np.int64)
@@ -179,7 +180,7 @@ def _assemble(results: list[dict[str, Any]], n_views: int) -> dict[str, np.ndarr
     out = {"counts": counts[order]}
     for name in ("R", "v", "is_member", "galaxy_index"):
         out[name] = np.concatenate([r[name] for r in results])[rows]
-    for name in ("center_dR", "center_dv"):
+    for name in ("center_dR", "center_dv", *K.VIEW_SURVEY):
         out[name] = np.concatenate([r[name] for r in results])[order]
     return out
 

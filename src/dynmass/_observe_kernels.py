@@ -22,11 +22,18 @@ from scipy.spatial import cKDTree
 
 from dynmass.centring import PAD_R, PAD_V, centre_on_members
 from dynmass.cosmology import C_KMS, to_astropy
+from dynmass.observing import Draw
 
 #: Purpose tags of the per-view random streams (last entry of the SeedSequence key).
 SEED_SAMPLING = 1
 SEED_DIRECTIONS = 2
 SEED_FLAT = 3
+SEED_SURVEY = 4  # per-view draws of randomised survey settings
+SEED_VERR = 5  # velocity errors
+SEED_TARGETS = 6  # the n_targets galaxies that get a redshift
+
+#: Per-view survey values returned by :func:`observe_chunk`.
+VIEW_SURVEY = ("survey_sampling_rate", "survey_completeness_edge", "survey_velocity_error")
 
 def view_rng(seed: int, halo_row: int, los: int, purpose: int) -> np.random.Generator:
     """Random generator of one view, keyed by ``(seed, halo_row, los, purpose)``.
@@ -345,13 +352,16 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
         ``view_id``, ``cen_pos`` (k, 3), ``cen_vel`` (k, 3), ``los`` (k, 3), ``halo_id``,
         ``halo_row``, ``los_index`` for its views; and the settings ``kind``, ``batch``,
         ``box``, ``aperture``, ``vcut``, ``redshift``, ``half_depth``, ``u_gal_max``,
-        ``table``, ``sampling_rate``, ``seed``, ``center``.
+        ``table``, ``survey`` (:meth:`dynmass.observing.ObservingSetup.survey_settings`),
+        ``v_pad`` (km/s added to the velocity window for velocity errors), ``seed``,
+        ``center``.
 
     Returns
     -------
     dict
         ``view_id`` (k,), ``counts`` (k,), ``R``, ``v``, ``is_member``, ``galaxy_index``
-        (concatenated in view order), ``center_dR`` and ``center_dv`` (k,).
+        (concatenated in view order), ``center_dR``, ``center_dv`` and the survey values of
+        each view (:data:`VIEW_SURVEY`) (k,).
     """
     kind = int(task["kind"])
     tree = build_tree(task["gal_pos"], kind, float(task["box"]))
@@ -364,7 +374,8 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
     if not parts:
         parts.append(_cut_batch(task, tree, kind, slice(0, 0)))
     out = {"view_id": task["view_id"]}
-    for name in ("counts", "R", "v", "is_member", "galaxy_index", "center_dR", "center_dv"):
+    for name in ("counts", "R", "v", "is_member", "galaxy_index", "center_dR", "center_dv",
+                 *VIEW_SURVEY):
         out[name] = np.concatenate([p[name] for p in parts])
     return out
 
@@ -377,7 +388,7 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
     z = float(task["redshift"])
     members = task["center"] == "members"
     r_cand = ap * PAD_R if members else ap
-    v_cand = vcut * PAD_V if members else vcut
+    v_cand = (vcut * PAD_V if members else vcut) + float(task.get("v_pad", 0.0))
     cen_pos, cen_vel, los = task["cen_pos"][sel], task["cen_vel"][sel], task["los"][sel]
     halo_id, halo_row = task["halo_id"][sel], task["halo_row"][sel]
     los_index = task["los_index"][sel]
@@ -416,26 +427,53 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
     counts = np.bincount(vi, minlength=k).astype(np.int64)
     center_dR = np.zeros(k)
     center_dv = np.zeros(k)
-    rate = float(task["sampling_rate"])
-    if not members and rate >= 1.0:
+    sv = task["survey"]
+    rate_s, edge_s, verr_s = (Draw.parse(sv[key]) for key in ("sampling_rate",
+                                                               "completeness_edge",
+                                                               "velocity_error"))
+    n_targets = sv.get("n_targets")
+    randomised = any(isinstance(x, Draw) for x in (rate_s, edge_s, verr_s))
+    per_view = {name: np.full(k, x if not isinstance(x, Draw) else np.nan)
+                for name, x in zip(VIEW_SURVEY, (rate_s, edge_s, verr_s), strict=True)}
+    active = randomised or rate_s < 1 or edge_s < 1 or verr_s > 0 or n_targets is not None
+    if not members and not active:
         return {"counts": counts, "R": R, "v": v, "is_member": is_mem, "galaxy_index": gidx,
-                "center_dR": center_dR, "center_dv": center_dv}
+                "center_dR": center_dR, "center_dv": center_dv, **per_view}
 
     starts = np.concatenate([[0], np.cumsum(counts)])
     e1, e2 = perpendicular_basis(los) if members and k else (None, None)
+    seed = task["seed"]
     out_sel, out_R, out_v = [], [], []
     for j in range(k):
         idx = np.arange(starts[j], starts[j + 1])
-        if rate < 1.0:
-            rng = view_rng(task["seed"], halo_row[j], los_index[j], SEED_SAMPLING)
-            idx = idx[rng.random(idx.size) < rate]
+        key = (seed, halo_row[j], los_index[j])
+        if randomised:
+            rng_s = view_rng(*key, SEED_SURVEY)
+            rate, edge, verr = (x.sample(rng_s) if isinstance(x, Draw) else x
+                                for x in (rate_s, edge_s, verr_s))
+            for name, x in zip(VIEW_SURVEY, (rate, edge, verr), strict=True):
+                per_view[name][j] = x
+        else:
+            rate, edge, verr = rate_s, edge_s, verr_s
+        vj = v[idx]
+        if verr > 0:
+            vj = vj + view_rng(*key, SEED_VERR).normal(0.0, verr, idx.size)
+        if rate < 1.0 or edge < 1.0:
+            prob = rate if edge >= 1.0 else rate * (1 - (1 - edge) * np.minimum(R[idx] / ap, 1))
+            keep = view_rng(*key, SEED_SAMPLING).random(idx.size) < prob
+            idx, vj = idx[keep], vj[keep]
         if members:
             p = np.column_stack([perp[idx] @ e1[j], perp[idx] @ e2[j]])
-            c = centre_on_members(p, v[idx], aperture=ap, vcut=vcut)
+            c = centre_on_members(p, vj, aperture=ap, vcut=vcut)
             idx, Rj, vj = idx[c.selected], c.R[c.selected], c.v[c.selected]
             center_dR[j], center_dv[j] = c.dR, c.dv
         else:
-            Rj, vj = R[idx], v[idx]
+            inside = (R[idx] <= ap) & (np.abs(vj) <= vcut)
+            idx, Rj, vj = idx[inside], R[idx][inside], vj[inside]
+        if n_targets is not None and idx.size > n_targets:
+            chosen = np.sort(view_rng(*key, SEED_TARGETS).choice(idx.size, n_targets,
+                                                                 replace=False))
+            idx, Rj, vj = idx[chosen], Rj[chosen], vj[chosen]
         out_sel.append(idx)
         out_R.append(Rj)
         out_v.append(vj)
@@ -445,4 +483,4 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
             "R": np.concatenate(out_R) if out_R else np.zeros(0),
             "v": np.concatenate(out_v) if out_v else np.zeros(0),
             "is_member": is_mem[sel_all], "galaxy_index": gidx[sel_all],
-            "center_dR": center_dR, "center_dv": center_dv}
+            "center_dR": center_dR, "center_dv": center_dv, **per_view}

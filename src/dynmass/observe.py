@@ -66,7 +66,7 @@ from dynmass.errors import InputError
 from dynmass.observations import Observations, _ragged_rows, ragged_std
 from dynmass.observe_check import R_OVER_R200_EDGES, check_observations_file
 from dynmass.observe_plan import FLAT_BIN_DEX, FLAT_DENSITY, MAX_LOS, flat_los_counts, plan_views
-from dynmass.observing import PRESETS, ObservingSetup
+from dynmass.observing import PRESETS, ObservingSetup, value_range
 
 __all__ = ["PRESETS", "ObservingSetup", "observe", "observe_file", "resolve_setup",
            "check_observations_file", "plan_views", "flat_los_counts", "FLAT_BIN_DEX",
@@ -80,17 +80,15 @@ _GALAXY_COLUMNS = ["x", "y", "z", "vx", "vy", "vz", "host_id"]
 # --------------------------------------------------------------------------------------------
 # options
 # --------------------------------------------------------------------------------------------
-def _check_options(aperture: float, vcut: float, min_mass: float, min_members: int, n_los: int,
-                   sampling_rate: float, center: str, seed: int, max_los: int,
-                   flat_bin_dex: float, flat_target: int | None, flat_density: float,
-                   workers: int | None, dask_scheduler: Any, chunk_size: int) -> None:
-    """Raise :class:`InputError` for an option outside its sense."""
+def _check_options(setup: ObservingSetup, min_mass: float, n_los: int, seed: int,
+                   max_los: int, flat_bin_dex: float, flat_target: int | None,
+                   flat_density: float, workers: int | None, dask_scheduler: Any,
+                   chunk_size: int) -> None:
+    """Raise :class:`InputError` for an option outside its sense (the setup checks itself)."""
 
     def bad(msg: str, col: str) -> InputError:
         return InputError(msg, column=col)
 
-    ObservingSetup(aperture=aperture, vcut=vcut, center=center, sampling_rate=sampling_rate,
-                   min_members=min_members)  # validates the observing setup
     if not (np.isfinite(min_mass) and min_mass >= 0):
         raise bad(f"min_mass={min_mass} must be finite and >= 0 (Msun/h)", "min_mass")
     for name, val, lo in (("n_los", n_los, 1),
@@ -199,7 +197,9 @@ def observe(
     max_los : int
         Most views per host (80).
     sampling_rate : float, optional
-        Keep each galaxy of a view with this probability (seeded per view), in (0, 1].
+        Keep each galaxy of a view with this probability (seeded per view), in (0, 1]. The
+        other survey settings (radial completeness, targets per cluster, velocity errors, and
+        settings drawn per view) are given with ``setup``.
     center : {"true", "members"}, optional
         Cylinder about the true halo centre and velocity, or about an observer's estimate
         from the galaxies (:func:`dynmass.centring.centre_on_members`, the algorithm of
@@ -231,9 +231,8 @@ def observe(
                           sampling_rate=sampling_rate, center=center)
     aperture, vcut, min_members = setup.aperture, setup.vcut, setup.min_members
     sampling_rate, center = setup.sampling_rate, setup.center
-    _check_options(aperture, vcut, min_mass, min_members, n_los, sampling_rate, center, seed,
-                   max_los, flat_bin_dex, flat_target, flat_density, workers, dask_scheduler,
-                   chunk_size)
+    _check_options(setup, min_mass, n_los, seed, max_los, flat_bin_dex, flat_target,
+                   flat_density, workers, dask_scheduler, chunk_size)
     catalog.validate()
     box = float(catalog.box_size)
     if aperture >= box / 2:
@@ -255,8 +254,10 @@ def observe(
     hv = np.column_stack([halos[c][hr] for c in ("vx", "vy", "vz")]).astype(float)
     u_clu = float(np.sqrt((hv**2).sum(axis=1)).max()) if hr.size else 0.0
     members = center == "members"
+    # a galaxy measured within the cut may truly lie up to 5 velocity errors beyond it
+    v_pad = 5.0 * value_range(setup.velocity_error)[1]
     r_cand = aperture * (PAD_R if members else 1.0)
-    v_cand = vcut * (PAD_V if members else 1.0)
+    v_cand = vcut * (PAD_V if members else 1.0) + v_pad
     z_lo, z_hi = K.los_redshift_bounds(v_cand, u_gal, u_clu, z)
     dz = max(z_hi - z, z - z_lo)
     table = K.redshift_table(catalog.cosmology, z, z - 1.1 * dz, z + 1.1 * dz)
@@ -272,7 +273,8 @@ def observe(
 
     common = {"box": box, "aperture": float(aperture), "vcut": float(vcut), "redshift": z,
               "half_depth": half_depth, "u_gal_max": u_gal, "table": table,
-              "sampling_rate": float(sampling_rate), "seed": int(seed), "center": center,
+              "survey": setup.survey_settings(), "v_pad": v_pad, "seed": int(seed),
+              "center": center,
               "batch": int(chunk_size)}
     cen_all = np.column_stack([halos[c][plan["halo_row"]] for c in ("x", "y", "z")])
     chunks = _chunk_views(cen_all.astype(float), plan["axis"], box, int(chunk_size), depth_pad)
@@ -324,6 +326,8 @@ def observe(
         "center_dR": out["center_dR"][keep_view],
         "center_dv": out["center_dv"][keep_view],
     }
+    if setup.survey_active:  # what the survey was for each view
+        clusters.update({name: out[name][keep_view] for name in K.VIEW_SURVEY})
     settings = {
         "aperture": float(aperture), "vcut": float(vcut), "redshift": z,
         "cosmology": dict(catalog.cosmology), "box_size": box,
@@ -331,7 +335,10 @@ def observe(
         "flat_mass_function": bool(flat_mass_function),
         "flat_target": int(plan["flat_target"]) if flat_mass_function else None,
         "flat_bin_dex": float(flat_bin_dex), "flat_density": float(flat_density),
-        "max_los": int(max_los), "sampling_rate": float(sampling_rate), "center": center,
+        "max_los": int(max_los), "sampling_rate": setup.to_settings()["sampling_rate"],
+        "center": center,
+        **{key: setup.to_settings()[key] for key in ("completeness_edge", "n_targets",
+                                                     "velocity_error")},
         "seed": int(seed), "universe_sha256": universe_sha256,
         "n_hosts": int(hr.size), "n_views_planned": int(n_views),
         "n_views": int(keep_view.sum()), "n_views_dropped": n_dropped,
@@ -375,11 +382,9 @@ def observe_file(universe_path: str | os.PathLike, out_path: str | os.PathLike,
         raise InputError(f"unknown observe options: {sorted(unknown)}")
     opts = {**_OBSERVE_KW, **options}
     setup = resolve_setup(opts.pop("setup"), **{k: opts.pop(k) for k in _SETUP_KW})
-    _check_options(setup.aperture, setup.vcut, opts["min_mass"], setup.min_members,
-                   opts["n_los"], setup.sampling_rate, setup.center, opts["seed"],
-                   opts["max_los"], opts["flat_bin_dex"], opts["flat_target"],
-                   opts["flat_density"], opts["workers"], opts["dask_scheduler"],
-                   opts["chunk_size"])
+    _check_options(setup, opts["min_mass"], opts["n_los"], opts["seed"], opts["max_los"],
+                   opts["flat_bin_dex"], opts["flat_target"], opts["flat_density"],
+                   opts["workers"], opts["dask_scheduler"], opts["chunk_size"])
     universe_path, out_path = Path(universe_path), Path(out_path)
     if out_path.exists() and universe_path.exists() and out_path.samefile(universe_path):
         raise InputError("the output would overwrite the universe file", path=out_path)

@@ -1,15 +1,29 @@
-"""The observing setup: how a cluster's galaxies are selected, in one object.
+"""The observing setup and survey model: how a cluster's galaxies are observed, in one object.
 
 :class:`ObservingSetup` holds the cylinder (aperture [comoving Mpc/h], velocity cut [km/s]),
 how the centre is found (the true halo centre, or :mod:`dynmass.centring` from the galaxies),
-the spectroscopic sampling rate and the fewest galaxies a view needs. The mock observations
-(:func:`dynmass.observe.observe`), the calibration views of a bundle, the evaluation and
-``dynmass predict`` all take the cut, the centring and the compatibility rule from it.
+the fewest galaxies a view needs, and the spectroscopic survey:
+
+* ``sampling_rate``: each galaxy is targeted with this probability;
+* ``completeness_edge``: the completeness falls linearly with projected radius, from 1 at the
+  centre to this fraction at the aperture (fibre collisions and slit crowding favour the
+  outskirts less; ``1``: flat);
+* ``n_targets``: at most this many galaxies of the cylinder get a redshift (a fixed number of
+  targets per cluster, chosen at random);
+* ``velocity_error``: Gaussian error of each line-of-sight velocity, km/s (added before the
+  velocity cut, as a survey measures it).
+
+Each survey setting is a fixed value or a :class:`Draw` (uniform or log-uniform between two
+values) drawn anew for every view from that view's own seeded stream: training over such
+*domain randomisation* stops a model from weighing clusters by how many galaxies one
+particular survey puts in the cylinder. The mock observations (:func:`dynmass.observe.observe`),
+the calibration views of a bundle, the evaluation and ``dynmass predict`` all take the cut, the
+centring and the compatibility rule from it.
 
 Its dictionary form (:meth:`ObservingSetup.to_settings`) is the flat set of keys that an
 observations file records in its settings (``aperture``, ``vcut``, ``center``,
-``sampling_rate``, ``min_members``), so files written before this object existed read back
-unchanged (:meth:`ObservingSetup.from_settings`).
+``sampling_rate``, ``min_members``, and the survey keys), so files written before this object
+existed read back unchanged (:meth:`ObservingSetup.from_settings`).
 
 Examples
 --------
@@ -21,6 +35,11 @@ Examples
 [True, False, False]
 >>> setup.compatible_with(ObservingSetup.preset("small"))
 False
+>>> survey = setup.replace(sampling_rate=Draw("loguniform", 0.05, 1.0), velocity_error=50.0)
+>>> survey.to_settings()["sampling_rate"]
+{'dist': 'loguniform', 'lo': 0.05, 'hi': 1.0}
+>>> survey.randomised, ObservingSetup.from_settings(survey.to_settings()) == survey
+(True, True)
 """
 
 from __future__ import annotations
@@ -34,7 +53,8 @@ import numpy as np
 from dynmass.centring import Centre, centre_on_members, sky_centre
 from dynmass.errors import InputError, SettingsMismatchError
 
-__all__ = ["PRESETS", "CENTER_MODES", "ObservingSetup", "check_same_observing"]
+__all__ = ["PRESETS", "CENTER_MODES", "SURVEY_KEYS", "Draw", "ObservingSetup",
+           "check_same_observing"]
 
 #: Named (aperture [comoving Mpc/h], vcut [km/s]) pairs of the authors' public example code
 #: (Ho et al. 2019, ApJ 887, 25); "paper" is the revised paper's cylinder.
@@ -47,6 +67,116 @@ PRESETS: dict[str, tuple[float, float]] = {
 #: How the cylinder is centred: on the true halo centre and velocity, or on the estimate of
 #: :func:`dynmass.centring.centre_on_members` from the galaxies.
 CENTER_MODES = ("true", "members")
+
+
+#: Survey settings that may vary per view (:class:`Draw`).
+SURVEY_KEYS = ("sampling_rate", "completeness_edge", "velocity_error")
+_DISTS = ("uniform", "loguniform")
+
+
+@dataclass(frozen=True)
+class Draw:
+    """A survey setting drawn anew for every view: uniform or log-uniform in ``[lo, hi]``.
+
+    Parameters
+    ----------
+    dist : {"uniform", "loguniform"}
+        Distribution of the value (log-uniform: uniform in log10).
+    lo, hi : float
+        Range of the value, in the unit of the setting (``lo <= hi``; ``lo > 0`` for
+        log-uniform).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = Draw.parse("loguniform:0.05:1")
+    >>> d, bool(0.05 <= d.sample(np.random.default_rng(0)) <= 1)
+    (Draw(dist='loguniform', lo=0.05, hi=1.0), True)
+    """
+
+    dist: str
+    lo: float
+    hi: float
+
+    def __post_init__(self) -> None:
+        if self.dist not in _DISTS:
+            raise InputError(f"distribution {self.dist!r} must be one of {_DISTS}",
+                             column="dist")
+        if not (_is_number(self.lo) and _is_number(self.hi) and self.lo <= self.hi):
+            raise InputError(f"range [{self.lo}, {self.hi}] must be finite with lo <= hi",
+                             column="dist")
+        if self.dist == "loguniform" and self.lo <= 0:
+            raise InputError(f"log-uniform range must be positive, not [{self.lo}, {self.hi}]",
+                             column="dist")
+        object.__setattr__(self, "lo", float(self.lo))
+        object.__setattr__(self, "hi", float(self.hi))
+
+    @classmethod
+    def parse(cls, spec: Any) -> float | Draw:
+        """A number, a :class:`Draw`, ``"dist:lo:hi"`` or ``{"dist", "lo", "hi"}``.
+
+        Parameters
+        ----------
+        spec : float, str, dict or Draw
+            The setting as given on the command line or in a settings file.
+
+        Returns
+        -------
+        float or Draw
+            Numbers stay numbers.
+        """
+        if isinstance(spec, Draw):
+            return spec
+        if isinstance(spec, dict):
+            return cls(str(spec.get("dist")), spec.get("lo"), spec.get("hi"))
+        if isinstance(spec, str):
+            parts = spec.split(":")
+            try:
+                if len(parts) == 1:
+                    return float(parts[0])
+                if len(parts) == 3:
+                    return cls(parts[0], float(parts[1]), float(parts[2]))
+            except ValueError:
+                pass
+            raise InputError(f"'{spec}' is neither a number nor 'uniform:LO:HI' / "
+                             "'loguniform:LO:HI'", column="dist")
+        return spec
+
+    def sample(self, rng: np.random.Generator) -> float:
+        """One value.
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            The view's random stream.
+
+        Returns
+        -------
+        float
+        """
+        u = rng.random()
+        if self.dist == "uniform":
+            return self.lo + (self.hi - self.lo) * u
+        return float(10 ** (np.log10(self.lo) + (np.log10(self.hi) - np.log10(self.lo)) * u))
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"dist", "lo", "hi"}``."""
+        return {"dist": self.dist, "lo": self.lo, "hi": self.hi}
+
+
+def value_range(x: float | Draw) -> tuple[float, float]:
+    """``(lo, hi)`` a setting can take (a fixed value: both ends).
+
+    Parameters
+    ----------
+    x : float or Draw
+        A survey setting.
+
+    Returns
+    -------
+    tuple of float
+    """
+    return (x.lo, x.hi) if isinstance(x, Draw) else (float(x), float(x))
 
 
 @dataclass(frozen=True)
@@ -63,23 +193,47 @@ class ObservingSetup:
         Cylinder about the true halo centre and velocity, or about the estimate of
         :func:`dynmass.centring.centre_on_members` from the galaxies (as ``dynmass predict``
         does when no centre is given).
-    sampling_rate : float
-        Each galaxy of a view is kept with this probability, in (0, 1].
+    sampling_rate : float or Draw
+        Each galaxy of a view is targeted with this probability, in (0, 1].
     min_members : int
         Views with fewer galaxies (members and interlopers, after sampling) are dropped.
+    completeness_edge : float or Draw
+        Completeness at ``R = aperture`` relative to the centre, in (0, 1]; it falls linearly
+        with projected radius (1: flat). Multiplies ``sampling_rate``.
+    n_targets : int, optional
+        At most this many galaxies of the cylinder get a redshift (random among them).
+    velocity_error : float or Draw
+        Gaussian error of each galaxy's line-of-sight velocity, km/s (>= 0).
     """
 
     aperture: float = PRESETS["paper"][0]
     vcut: float = PRESETS["paper"][1]
     center: str = "true"
-    sampling_rate: float = 1.0
+    sampling_rate: float | Draw = 1.0
     min_members: int = 10
+    completeness_edge: float | Draw = 1.0
+    n_targets: int | None = None
+    velocity_error: float | Draw = 0.0
 
     #: Keys of :meth:`to_settings`; settings that must agree for views to be used together.
-    KEYS = ("aperture", "vcut", "center", "sampling_rate", "min_members")
+    KEYS = ("aperture", "vcut", "center", "sampling_rate", "min_members", "completeness_edge",
+            "n_targets", "velocity_error")
 
     def __post_init__(self) -> None:
+        for key in SURVEY_KEYS:
+            object.__setattr__(self, key, Draw.parse(getattr(self, key)))
         self.validate()
+
+    @property
+    def randomised(self) -> bool:
+        """True when a survey setting is drawn per view (:class:`Draw`)."""
+        return any(isinstance(getattr(self, k), Draw) for k in SURVEY_KEYS)
+
+    @property
+    def survey_active(self) -> bool:
+        """True when the survey drops or perturbs galaxies (not every galaxy, exactly)."""
+        return (self.randomised or self.sampling_rate < 1 or self.completeness_edge < 1
+                or self.n_targets is not None or self.velocity_error > 0)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,6 +274,8 @@ class ObservingSetup:
         ObservingSetup
         """
         kw = {k: settings[k] for k in cls.KEYS if settings.get(k) is not None}
+        if isinstance(kw.get("n_targets"), float) and float(kw["n_targets"]).is_integer():
+            kw["n_targets"] = int(kw["n_targets"])
         try:
             return cls(**kw)
         except InputError as exc:
@@ -131,9 +287,19 @@ class ObservingSetup:
 
     def to_settings(self) -> dict[str, Any]:
         """The setup as the flat settings keys of an observations file."""
-        return {"aperture": float(self.aperture), "vcut": float(self.vcut),
-                "center": str(self.center), "sampling_rate": float(self.sampling_rate),
-                "min_members": int(self.min_members)}
+        out: dict[str, Any] = {"aperture": float(self.aperture), "vcut": float(self.vcut),
+                               "center": str(self.center)}
+        for key in ("sampling_rate", "min_members", "completeness_edge", "n_targets",
+                    "velocity_error"):
+            x = getattr(self, key)
+            out[key] = (x.to_json() if isinstance(x, Draw) else None if x is None
+                        else int(x) if key in ("min_members", "n_targets") else float(x))
+        return out
+
+    def survey_settings(self) -> dict[str, Any]:
+        """The survey keys only (for the observe kernel)."""
+        s = self.to_settings()
+        return {k: s[k] for k in (*SURVEY_KEYS, "n_targets")}
 
     def replace(self, **changes: Any) -> ObservingSetup:
         """A copy with ``changes`` applied (validated).
@@ -160,9 +326,20 @@ class ObservingSetup:
         if self.center not in CENTER_MODES:
             raise InputError(f"center={self.center!r} must be 'true' or 'members'",
                              column="center")
-        if not (_is_number(self.sampling_rate) and 0 < self.sampling_rate <= 1):
-            raise InputError(f"sampling_rate={self.sampling_rate} is outside (0, 1]",
-                             column="sampling_rate")
+        for key, lo, hi, lo_open in (("sampling_rate", 0.0, 1.0, True),
+                                     ("completeness_edge", 0.0, 1.0, True),
+                                     ("velocity_error", 0.0, 3.0e4, False)):
+            x = getattr(self, key)
+            a, b = value_range(x) if isinstance(x, Draw) or _is_number(x) else (np.nan, np.nan)
+            ok = np.isfinite(a) and (a > lo if lo_open else a >= lo) and b <= hi
+            if not ok:
+                what = f"({lo:g}, {hi:g}]" if lo_open else f"[{lo:g}, {hi:g}]"
+                raise InputError(f"{key}={x} is outside {what}", column=key)
+        n = self.n_targets
+        if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer))
+                              or n < 1):
+            raise InputError(f"n_targets={n!r} must be an integer >= 1 or None",
+                             column="n_targets")
         m = self.min_members
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise InputError(f"min_members={m!r} must be an integer >= 1", column="min_members")
@@ -237,7 +414,7 @@ class ObservingSetup:
         for key in self.KEYS:
             x, y = a[key], b[key]
             same = (bool(np.isclose(x, y, rtol=1e-6)) if isinstance(x, (int, float))
-                    and not isinstance(x, bool) else x == y)
+                    and isinstance(y, (int, float)) and not isinstance(x, bool) else x == y)
             if not same:
                 out.append(key)
         return out

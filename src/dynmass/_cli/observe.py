@@ -46,8 +46,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"mass bin width for --flat-mass-function, dex (default {FLAT_BIN_DEX})")
     p.add_argument("--max-los", type=int, default=MAX_LOS,
                    help=f"most views per host with --flat-mass-function (default {MAX_LOS})")
-    p.add_argument("--sampling-rate", type=float, default=1.0,
-                   help="keep each galaxy with this probability (default 1)")
+    p.add_argument("--sampling-rate", default="1",
+                   help="target each galaxy with this probability (default 1), or draw it per "
+                   "view: 'loguniform:0.05:1' or 'uniform:LO:HI'")
+    p.add_argument("--completeness-edge", default="1",
+                   help="completeness at the aperture relative to the centre, falling linearly "
+                   "with radius (default 1: flat); a number or 'uniform:LO:HI'")
+    p.add_argument("--n-targets", type=int, default=None,
+                   help="at most this many galaxies of each cylinder get a redshift (random)")
+    p.add_argument("--velocity-error", default="0",
+                   help="Gaussian error of each line-of-sight velocity, km/s (default 0); a "
+                   "number or 'uniform:LO:HI'")
     p.add_argument("--center", choices=CENTER_MODES, default="true",
                    help="true halo centre, or an observer's estimate from the galaxies (the "
                    "algorithm of dynmass predict)")
@@ -69,9 +78,11 @@ def run(args: argparse.Namespace) -> int:
     from dynmass.observe import observe_file
     from dynmass.observing import ObservingSetup
 
-    setup = ObservingSetup.preset(args.preset, aperture=args.aperture, vcut=args.vcut,
-                                  min_members=args.min_members,
-                                  sampling_rate=args.sampling_rate, center=args.center)
+    setup = ObservingSetup.preset(
+        args.preset, aperture=args.aperture, vcut=args.vcut, min_members=args.min_members,
+        sampling_rate=args.sampling_rate, center=args.center,
+        completeness_edge=args.completeness_edge, n_targets=args.n_targets,
+        velocity_error=args.velocity_error)
     path = observe_file(
         args.universe, args.output, setup=setup, min_mass=args.min_mass,
         n_los=3 if args.n_los is None else args.n_los,
