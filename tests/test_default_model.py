@@ -208,9 +208,48 @@ def test_predict_without_model_argument_orders_masses_by_dispersion():
     STOCHASTIC["dispersion_ordering"].check()
     out = ordering_result(7)["table"]
     assert len(out) == 3 * N_PER_KIND and not any(out["error"])
+    # R, v without a centre redshift: estimated as before, the unchecked redshift noted
+    assert all("redshift unknown" in n and "[0.067, 0.167]" in n for n in out["notes"])
+    assert not any("extrapolated_redshift" in f for f in out["flags"])
     q = np.column_stack([np.asarray(out[f"log10_m200c_{p}"], float)
                          for p in ("p2_5", "p16", "p50", "p84", "p97_5")])
     assert np.all(np.isfinite(q)) and np.all(np.diff(q, axis=1) >= 0)
+
+
+def test_shipped_bundle_validated_redshift_range():
+    """The shipped file predates ``redshift_range``: it is derived on load as the training
+    redshift +/- REDSHIFT_TOLERANCE. Within it, ignoring the E(z)^alpha scaling of sigma at
+    fixed mass (Evrard et al. 2008, alpha = 0.3361) biases the mass by log10(E(z)/E(z_train))
+    = at most 0.0113 dex with the model's cosmology, inside the +/-0.016 dex median bias the
+    fresh-universe test allows (the justification of the tolerance, see dynmass.bundle)."""
+    from dynmass.bundle import REDSHIFT_TOLERANCE
+    from dynmass.cosmology import to_astropy
+
+    bundle = shipped_bundle()
+    z_train = bundle.domain["redshift"]
+    assert z_train == pytest.approx(0.117)
+    assert bundle.redshift_range == pytest.approx([z_train - REDSHIFT_TOLERANCE,
+                                                   z_train + REDSHIFT_TOLERANCE])
+    assert "derived on load" in bundle.domain["redshift_range_source"]
+    cosmo = to_astropy(bundle.obs_settings["cosmology"])
+    bias = [float(np.log10(cosmo.efunc(z) / cosmo.efunc(z_train))) for z in bundle.redshift_range]
+    assert bias == pytest.approx([-0.0109, 0.0113], abs=1e-4)
+    assert max(abs(b) for b in bias) < STOCHASTIC["fresh_universe"].bounds["median_eps"].hi
+
+
+def test_shipped_model_refuses_coma_redshift_unless_allowed():
+    """Coma (z = 0.0231) lies below the shipped model's validated range [0.067, 0.167]: no
+    mass by default; with allow_extrapolation a mass flagged extrapolated_redshift (the README
+    example)."""
+    table = _members(np.random.default_rng(0), {"coma": NORMAL})
+    out = predict_members(table, centers=(194.95, 27.98, 0.0231))
+    assert out["error"][0] == ("redshift z=0.0231 outside the model's validated range "
+                               "[0.067, 0.167]; use --allow-extrapolation "
+                               "(allow_extrapolation=True) to get a mass anyway")
+    assert not np.isfinite(out["log10_m200c_p50"][0])
+    out = predict_members(table, centers=(194.95, 27.98, 0.0231), allow_extrapolation=True)
+    assert out["error"][0] == "" and np.isfinite(out["log10_m200c_p50"][0])
+    assert "extrapolated_redshift" in str(out["flags"][0]).split(";")
 
 
 def test_shipped_bundle_is_calibrated_on_independent_universes():

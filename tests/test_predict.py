@@ -23,7 +23,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 
 import dynmass.predict as dp
-from dynmass.bundle import Bundle, make_bundle
+from dynmass.bundle import Bundle, load_bundle, make_bundle
 from dynmass.cosmology import C_KMS, MDPL2, to_astropy
 from dynmass.errors import InputError
 from dynmass.observations import Observations, from_views, read_observations, write_observations
@@ -309,6 +309,12 @@ def test_rv_columns_directly(bundle):
     ref = bundle.predict(from_views([cut(R, v, bundle.obs_settings)], bundle.obs_settings))
     assert out["log10_m200c_p50"][0] == pytest.approx(ref["log10_m200c_p50"][0], abs=1e-12)
     assert out["center_source"][0] == "given R, v"
+    assert out["error"][0] == "" and "extrapolated_redshift" not in out["flags"][0]
+    assert out["notes"][0] == ("redshift unknown (R, v given without a centre redshift): not "
+                               "checked against the model's validated range [0.067, 0.167]")
+    # with a centre (and so a redshift) given, R, v clusters are checked like the others
+    far = predict_members(Table({"R": R, "v": v}), bundle, centers=(10.0, 1.0, 0.3))
+    assert "z=0.3 outside" in far["error"][0] and far["notes"][0] == ""
 
 
 def test_bad_rows_named_and_other_clusters_estimated(bundle):
@@ -355,12 +361,122 @@ def test_too_few_and_few_members(bundle):
     assert "n_gal" not in out["flags"][1]
 
 
-def test_redshift_and_domain_flags(bundle):
-    rng = np.random.default_rng(9)
-    dx, dy, dz, vp = mock_cluster_box(rng)
-    ra, dec, z = place_on_sky(dx, dy, dz, vp, 100.0, 10.0, z_c=0.3)
-    out = predict_members(Table({"ra": ra, "dec": dec, "z": z}), bundle, centers=(100, 10, 0.3))
-    assert "redshift" in out["flags"][0].split(";")
+def _redshift_clusters(rng, z_far: float = 0.45):
+    """Clusters "in" (z = 0.117, the toy bundle's training redshift), "edge" (z = 0.16, inside
+    its validated range [0.067, 0.167]) and "far" (z = ``z_far``), and their centres."""
+    from astropy.table import vstack
+
+    centres = {"in": (150.0, 2.2, Z_C), "edge": (210.5, 45.0, 0.16), "far": (100.0, 10.0, z_far)}
+    rows = []
+    for cid, (ra_c, dec_c, z_c) in centres.items():
+        dx, dy, dz, vp = mock_cluster_box(rng)
+        ra, dec, z = place_on_sky(dx, dy, dz, vp, ra_c, dec_c, z_c)
+        rows.append(Table({"cluster_id": [cid] * len(ra), "ra": ra, "dec": dec, "z": z}))
+    return vstack(rows), centres
+
+
+def test_bundle_records_validated_redshift_range(bundle):
+    """A single-snapshot bundle is validated at its training redshift +/- 0.05."""
+    assert bundle.domain["redshift"] == pytest.approx(Z_C)
+    assert bundle.domain["redshift_range"] == pytest.approx([0.067, 0.167])
+    assert bundle.domain["redshift_tolerance"] == dp.REDSHIFT_TOLERANCE == 0.05
+    assert bundle.redshift_range == bundle.domain["redshift_range"]
+
+
+def test_redshift_outside_validated_range_refused_by_default(bundle):
+    """A cluster at z = 0.45 gets no mass and an error naming its redshift, the range and the
+    setting that overrides it; the clusters inside the range are estimated as before."""
+    members, centres = _redshift_clusters(np.random.default_rng(9))
+    out = predict_members(members, bundle, centers=centres)
+    row = {str(r["cluster_id"]): r for r in out}
+    err = row["far"]["error"]
+    assert err == ("redshift z=0.45 outside the model's validated range [0.067, 0.167]; use "
+                   "--allow-extrapolation (allow_extrapolation=True) to get a mass anyway")
+    assert not np.isfinite(row["far"]["log10_m200c_p50"]) and row["far"]["flags"] == ""
+    assert row["far"]["z"] == pytest.approx(0.45) and row["far"]["n_gal"] > 0  # still reported
+    for cid in ("in", "edge"):
+        assert row[cid]["error"] == "" and np.isfinite(row[cid]["log10_m200c_p50"])
+        assert "extrapolated_redshift" not in row[cid]["flags"].split(";")
+    assert out.meta["allow_extrapolation"] is False
+    assert out.meta["validated_redshift_range"] == pytest.approx([0.067, 0.167])
+
+
+def test_redshift_extrapolation_when_allowed_is_flagged(bundle):
+    """With allow_extrapolation the far cluster gets a mass, flagged extrapolated_redshift;
+    the clusters inside the range are unchanged, and equal the bundle's prediction of their
+    views (as before the redshift check existed)."""
+    members, centres = _redshift_clusters(np.random.default_rng(9))
+    refused = predict_members(members, bundle, centers=centres)
+    out = predict_members(members, bundle, centers=centres, allow_extrapolation=True)
+    assert all(e == "" for e in out["error"])
+    assert out["flags"][2].split(";")[0] == "extrapolated_redshift"
+    assert np.isfinite(out["log10_m200c_p50"][2])
+    assert "extrapolated_redshift" in dp.FLAG_DOC and "redshift" not in dp.FLAG_DOC
+    assert out.meta["allow_extrapolation"] is True
+    for i, cid in enumerate(("in", "edge")):
+        for col in out.colnames:
+            assert str(out[col][i]) == str(refused[col][i]), (cid, col)
+        assert "extrapolated_redshift" not in out["flags"][i]
+        sel = members[members["cluster_id"] == cid]
+        R, v = sky_to_rv(sel["ra"], sel["dec"], sel["z"], centres[cid], COSMO)
+        ref = bundle.predict(from_views([cut(R, v, bundle.obs_settings)], bundle.obs_settings))
+        for p in ("p2_5", "p16", "p50", "p84", "p97_5"):
+            assert out[f"log10_m200c_{p}"][i] == pytest.approx(ref[f"log10_m200c_{p}"][0],
+                                                               abs=1e-12)
+    # the far cluster's mass is the one the model gives its views (only the label is new)
+    sel = members[members["cluster_id"] == "far"]
+    R, v = sky_to_rv(sel["ra"], sel["dec"], sel["z"], centres["far"], COSMO)
+    ref = bundle.predict(from_views([cut(R, v, bundle.obs_settings)], bundle.obs_settings))
+    assert out["log10_m200c_p50"][2] == pytest.approx(ref["log10_m200c_p50"][0], abs=1e-12)
+
+
+def test_estimated_centre_redshift_is_checked(bundle):
+    """The redshift checked is the estimated centre's when no centre is given."""
+    members, _ = _redshift_clusters(np.random.default_rng(11), z_far=0.3)
+    out = predict_members(members, bundle)
+    assert list(out["center_source"]) == ["estimated"] * 3
+    assert out["error"][0] == "" and "outside the model's validated range" in out["error"][2]
+    assert "z=0.3" in out["error"][2]
+
+
+def test_old_bundle_without_redshift_range_derives_it(bundle, tmp_path):
+    """A bundle file written before redshift_range was recorded gets it on load from its
+    training redshift (the file is left unchanged), and predictions use it."""
+    import shutil
+
+    import h5py
+
+    old = tmp_path / "old.h5"
+    shutil.copy(bundle.path, old)
+    with h5py.File(old, "a") as fh:
+        dom = json.loads(fh.attrs["domain"])
+        for key in ("redshift_range", "redshift_tolerance", "redshift_range_source"):
+            dom.pop(key)
+        fh.attrs["domain"] = json.dumps(dom)
+    raw = old.read_bytes()
+    back = load_bundle(old)
+    assert back.domain["redshift_range"] == pytest.approx([0.067, 0.167])
+    assert "derived on load" in back.domain["redshift_range_source"]
+    assert old.read_bytes() == raw
+    members, centres = _redshift_clusters(np.random.default_rng(9))
+    out = predict_members(members, old, centers=centres)
+    assert "validated range [0.067, 0.167]" in out["error"][2] and out["error"][0] == ""
+    # a bundle object without the key (e.g. built in memory) derives it too
+    mem = dataclasses.replace(bundle, domain=dom)
+    assert mem.redshift_range == pytest.approx([0.067, 0.167])
+
+
+def test_multi_redshift_domain_widens_the_range(bundle):
+    """A model of views at several redshifts is validated from the lowest to the highest
+    (+/- the tolerance): a cluster at z = 0.3 is then estimated without a flag."""
+    multi = dataclasses.replace(bundle, domain={
+        k: v for k, v in bundle.domain.items() if not k.startswith("redshift_range")
+    } | {"redshift": [0.1, 0.3]})
+    assert multi.redshift_range == pytest.approx([0.05, 0.35])
+    members, centres = _redshift_clusters(np.random.default_rng(9), z_far=0.3)
+    out = predict_members(members, multi, centers=centres)
+    assert all(e == "" for e in out["error"])
+    assert not any("extrapolated_redshift" in f for f in out["flags"])
 
 
 def test_missing_columns_and_bad_files(bundle, tmp_path):
@@ -420,3 +536,38 @@ def test_cli_predict(bundle, tmp_path, capsys):
     rc = main(["predict", str(tmp_path / "m.csv"), "--model", str(tmp_path / "m.csv"),
                "-o", str(tmp_path / "x.csv")])
     assert rc == 2 and not (tmp_path / "x.csv").exists()
+
+
+def test_cli_predict_allow_extrapolation(bundle, tmp_path, capsys):
+    """Without --allow-extrapolation the far cluster fails (exit 1, message printed, no mass);
+    with it every cluster is estimated (exit 0) and the far one is flagged. Both runs record
+    the setting and the validated range in masses.settings.json."""
+    from dynmass.cli import main
+
+    members, centres = _redshift_clusters(np.random.default_rng(12))
+    members.write(tmp_path / "m.csv", format="ascii.csv")
+    ctab = Table({"cluster_id": list(centres), "ra": [c[0] for c in centres.values()],
+                  "dec": [c[1] for c in centres.values()], "z": [c[2] for c in centres.values()]})
+    ctab.write(tmp_path / "centers.csv", format="ascii.csv")
+    base = ["predict", str(tmp_path / "m.csv"), "--model", bundle.path, "--centers",
+            str(tmp_path / "centers.csv")]
+    rc = main([*base, "-o", str(tmp_path / "refused.csv")])
+    printed = capsys.readouterr().out
+    assert rc == 1
+    assert ("cluster far: redshift z=0.45 outside the model's validated range [0.067, 0.167]; "
+            "use --allow-extrapolation") in printed
+    t = Table.read(tmp_path / "refused.csv", format="ascii.csv")
+    assert np.isnan(t["log10_m200c_p50"][2]) and np.isfinite(t["log10_m200c_p50"][0])
+    settings = json.loads((tmp_path / "refused.settings.json").read_text())
+    assert settings["allow_extrapolation"] is False
+    assert settings["validated_redshift_range"] == pytest.approx([0.067, 0.167])
+    assert settings["training_domain"]["redshift_range"] == pytest.approx([0.067, 0.167])
+
+    rc = main([*base, "--allow-extrapolation", "-o", str(tmp_path / "allowed.csv")])
+    assert rc == 0, capsys.readouterr().out
+    t2 = Table.read(tmp_path / "allowed.csv", format="ascii.csv")
+    assert np.isfinite(t2["log10_m200c_p50"][2])
+    assert "extrapolated_redshift" in str(t2["flags"][2]).split(";")
+    assert t2["log10_m200c_p50"][0] == t["log10_m200c_p50"][0]
+    settings = json.loads((tmp_path / "allowed.settings.json").read_text())
+    assert settings["allow_extrapolation"] is True

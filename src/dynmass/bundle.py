@@ -9,6 +9,9 @@ A *bundle* is the self-describing file ``dynmass predict --model`` takes. It hol
 - the **training domain** (log10 M200c, member count, velocity spread and redshift ranges) and
   the **calibrated mass range** over which intervals are claimed, so that predictions outside
   them are flagged;
+- the **validated redshift range** ``domain["redshift_range"]`` (see
+  :func:`validated_redshift_range`): ``dynmass predict`` gives no mass outside it unless asked
+  to extrapolate;
 - the **calibration views** ``(pred, true, host)`` and the belt tabulated from them.
 
 Calibration views are either
@@ -21,6 +24,28 @@ Calibration views are either
 
 Interval calibration lives in :mod:`dynmass.intervals`, coverage checks in
 :mod:`dynmass.coverage`.
+
+Validated redshift range
+------------------------
+A model sees the galaxies of one (or, in future, several) snapshot redshifts. It is
+validated at those redshifts +/- :data:`REDSHIFT_TOLERANCE` (= 0.05), clipped at 0: the
+bundle records ``domain["redshift_range"] = [lo, hi]`` (``redshift_tolerance`` and
+``redshift_range_source`` say how it was made); bundles written before it was recorded get it
+derived on load from their training redshift (the file is not rewritten).
+
+Why 0.05: at fixed M200c the velocity dispersion grows as ``(E(z) M200c)^alpha`` with
+alpha = 0.3361 ~ 1/3 (Evrard et al. 2008, ApJ 672, 122), E(z) = H(z) / H0. A model trained at
+z_train that ignores this maps a cluster of mass M at z to ``M E(z) / E(z_train)``: a bias of
+``log10(E(z) / E(z_train))`` dex. With the MDPL2 cosmology (Om0 = 0.307) and z_train = 0.117
+that is +0.0113 dex at z = 0.167 and -0.0109 dex at z = 0.067 (Delta z = +/-0.05; see
+:func:`validated_redshift_range`), a tenth of the shipped model's scatter (0.12 dex) and
+within the +/-0.016 dex median bias its fresh-universe test allows (reached at Delta z = 0.07;
+Delta z = 0.1 gives +0.023 dex). Shifting a 68% interval of half-width 0.055 dex (the
+narrowest belt of the shipped model) by 0.011 dex lowers its coverage from 68.3% to 67.3%.
+The comoving R200c, against the fixed comoving aperture, changes by < 3% over the range. The
+E(z) term is only the leading, known part of the redshift dependence (member selection and
+galaxy populations evolve too, and are not modelled), so the tolerance keeps a margin below
+the 0.07 at which this term alone uses up the bias budget.
 
 File format (HDF5)::
 
@@ -108,6 +133,93 @@ from dynmass.rundir import RunDir, read_predictions
 
 log = logging.getLogger(__name__)
 
+#: Half-width of the validated redshift range about each snapshot redshift of the training and
+#: calibration views (see "Validated redshift range" in the module docstring: the E(z)^(1/3)
+#: scaling of sigma at fixed mass biases the mass by at most 0.011 dex within it).
+REDSHIFT_TOLERANCE = 0.05
+
+
+def _redshift_values(*sources: Any) -> list[float]:
+    """Finite redshifts in ``sources`` (each ``None``, a number or a sequence of numbers)."""
+    out: list[float] = []
+    for src in sources:
+        if src is None:
+            continue
+        for z in np.atleast_1d(np.asarray(src, dtype=float)).ravel():
+            if np.isfinite(z):
+                out.append(float(z))
+    return out
+
+
+def validated_redshift_range(
+    redshifts: Any, tolerance: float = REDSHIFT_TOLERANCE
+) -> list[float] | None:
+    """Redshift range over which a model of views at ``redshifts`` is considered validated.
+
+    Parameters
+    ----------
+    redshifts : float, sequence of float or None
+        Snapshot redshifts of the training and calibration views (one for a single-snapshot
+        model; several for a model trained or calibrated at several redshifts).
+    tolerance : float
+        Half-width added on either side (default :data:`REDSHIFT_TOLERANCE`).
+
+    Returns
+    -------
+    list of float or None
+        ``[max(0, min(redshifts) - tolerance), max(redshifts) + tolerance]`` (rounded to 10
+        decimals), or ``None`` when no finite redshift is given.
+
+    Examples
+    --------
+    >>> validated_redshift_range(0.117)
+    [0.067, 0.167]
+    >>> validated_redshift_range([0.02, 0.3, 0.1])
+    [0.0, 0.35]
+    >>> validated_redshift_range(None) is None
+    True
+
+    The mass bias of ignoring the E(z)^alpha scaling of sigma (Evrard et al. 2008) at the
+    ends of the range about z = 0.117, in dex, with the package's cosmology:
+
+    >>> from dynmass.cosmology import MDPL2, to_astropy
+    >>> cosmo = to_astropy(MDPL2)
+    >>> [round(float(np.log10(cosmo.efunc(z) / cosmo.efunc(0.117))), 4) for z in (0.067, 0.167)]
+    [-0.0109, 0.0113]
+    """
+    zs = _redshift_values(redshifts)
+    if not zs:
+        return None
+    return [round(max(0.0, min(zs) - tolerance), 10), round(max(zs) + tolerance, 10)]
+
+
+def _with_redshift_range(domain: dict[str, Any], obs_settings: dict[str, Any]) -> dict[str, Any]:
+    """``domain`` with ``redshift_range`` derived from the training redshift when it lacks one
+    (bundles written before the range was recorded)."""
+    if "redshift_range" in domain:
+        return domain
+    zs = _redshift_values(domain.get("redshift"))
+    if not zs:
+        zs = _redshift_values(obs_settings.get("redshift"))
+    rng = validated_redshift_range(zs)
+    if rng is None:
+        return domain
+    return {**domain, "redshift_range": rng, "redshift_tolerance": REDSHIFT_TOLERANCE,
+            "redshift_range_source": "derived on load from the training redshift (bundle "
+                                     "written before redshift_range was recorded)"}
+
+
+def _observations_redshifts(paths: Sequence[str | os.PathLike]) -> list[float]:
+    """Snapshot redshifts recorded in the settings of observations files (unreadable: none)."""
+    out: list[float] = []
+    for path in paths:
+        try:
+            with open_hdf5(path, kind="observations") as fh:
+                out += _redshift_values(read_json_attr(fh, "settings", path).get("redshift"))
+        except (InputError, OSError, AttributeError) as exc:
+            log.warning("redshift of %s unreadable (%s)", path, exc)
+    return out
+
 
 
 @dataclass
@@ -123,7 +235,9 @@ class Bundle:
         redshift, cosmology, min_members, ...).
     domain : dict
         Training ranges: ``log10_m200c`` [Msun/h], ``n_gal``, ``sigma_v`` [km/s] (each
-        ``[min, max]``; ``None`` when unknown) and ``redshift``.
+        ``[min, max]``; ``None`` when unknown), ``redshift`` (snapshot redshift of the
+        training views) and ``redshift_range`` (validated redshift range ``[lo, hi]``, see
+        :func:`validated_redshift_range`).
     calibration : Calibration
         Calibration views: the run's held-out views, or views of independent universes
         predicted by the fold ensemble (:func:`ensemble_calibration`).
@@ -152,6 +266,15 @@ class Bundle:
     def model_name(self) -> str:
         """Registered name of the fold models (e.g. ``"cnn2d"``)."""
         return self.models[0].name
+
+    @property
+    def redshift_range(self) -> list[float] | None:
+        """Validated redshift range ``[lo, hi]`` of the model (``None``: no redshift known).
+
+        ``domain["redshift_range"]``, else derived from the training redshift +/-
+        :data:`REDSHIFT_TOLERANCE`.
+        """
+        return _with_redshift_range(self.domain, self.obs_settings).get("redshift_range")
 
     @property
     def percentiles(self) -> tuple[float, ...]:
@@ -226,6 +349,9 @@ class Bundle:
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Read a bundle written by :func:`make_bundle`.
 
+    A bundle written before ``domain["redshift_range"]`` was recorded gets it derived from its
+    training redshift (:func:`validated_redshift_range`); the file is not changed.
+
     Raises
     ------
     InputError
@@ -251,10 +377,11 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             raise InputError("bundle holds no fold models", path=path)
         cal = Calibration(**{k: fh["calibration"][k][...] for k in _CAL_FIELDS
                              if k in fh["calibration"]})
+        obs_settings = read_json_attr(fh, "obs_settings", path)
         return Bundle(
             models=models,
-            obs_settings=read_json_attr(fh, "obs_settings", path),
-            domain=read_json_attr(fh, "domain", path),
+            obs_settings=obs_settings,
+            domain=_with_redshift_range(read_json_attr(fh, "domain", path), obs_settings),
             calibration=cal,
             interval=read_json_attr(fh, "interval", path),
             grid=fh["interval"]["grid"][...],
@@ -443,6 +570,13 @@ def make_bundle(
         source = {"residuals": "held-out views of the run (each by the fold model that did "
                                "not see its halo)"}
     host = cal.host
+    # a model of views at several redshifts (now or in future) records the range they span
+    redshifts = _redshift_values(obs_settings.get("redshift"))
+    redshifts += _observations_redshifts(calibration_observations or ())
+    domain["redshift_range"] = validated_redshift_range(redshifts)
+    domain["redshift_tolerance"] = REDSHIFT_TOLERANCE
+    domain["redshift_range_source"] = ("snapshot redshifts of the training and calibration "
+                                       "views +/- redshift_tolerance")
     domain["log10_m200c_calibrated"] = calibrated_range(cal.true, host, training_range,
                                                         min_hosts, edge_margin)
     grid, table = intervals.calibrate(cal.pred, cal.true, method, k_neighbors, percentiles, host,

@@ -24,6 +24,15 @@ than :data:`HARD_MIN_GALAXIES` galaxies in the cylinder, a model failure) gets a
 the ``error`` column; the other clusters are still estimated. Clusters outside what the model
 was trained on get ``flags`` (see :data:`FLAG_DOC`).
 
+**Redshift.** A cluster whose centre redshift lies outside the model's validated redshift
+range (:attr:`dynmass.bundle.Bundle.redshift_range`: the snapshot redshifts of its training
+and calibration views +/- :data:`REDSHIFT_TOLERANCE`, see :mod:`dynmass.bundle`) gets **no
+mass** by default: its ``error`` says so, with the range. With ``allow_extrapolation=True``
+(``dynmass predict --allow-extrapolation``) its mass is computed and its ``flags`` hold
+``extrapolated_redshift``, so no mass outside the validated range is given without the row
+saying so. Clusters given as R, v without a centre redshift cannot be checked; their
+``notes`` say so.
+
 Examples
 --------
 A toy M-sigma bundle (5 folds on 300 hosts), then a cluster of 60 members and 100 field
@@ -63,7 +72,7 @@ from typing import Any
 import numpy as np
 
 from dynmass._io import atomic_path, atomic_write_json, file_sha256, provenance
-from dynmass.bundle import Bundle, load_bundle
+from dynmass.bundle import REDSHIFT_TOLERANCE, Bundle, load_bundle
 from dynmass.centring import sky_centre
 from dynmass.cosmology import from_astropy
 from dynmass.errors import InputError
@@ -86,11 +95,13 @@ log = logging.getLogger(__name__)
 
 #: Fewest galaxies in the cylinder for which a mass is attempted at all.
 HARD_MIN_GALAXIES = 3
-#: Largest |z_c - z_train| before the ``redshift`` flag is raised.
-REDSHIFT_TOLERANCE = 0.05
 #: What each flag means.
 FLAG_DOC: dict[str, str] = {
-    "redshift": f"cluster redshift differs from the training redshift by > {REDSHIFT_TOLERANCE}",
+    "extrapolated_redshift": "cluster redshift outside the model's validated redshift range "
+                             "(training/calibration snapshot redshifts +/- "
+                             f"{REDSHIFT_TOLERANCE}); the mass was computed only because "
+                             "extrapolation was allowed (--allow-extrapolation) and is not "
+                             "validated",
     "n_gal": "number of galaxies in the cylinder outside the training range",
     "sigma_v": "velocity spread (std of v, km/s) outside the training range",
     "few_members": "fewer galaxies than the training minimum (min_members)",
@@ -198,6 +209,7 @@ def predict_members(
     v_col: str = "v",
     min_members: int | None = None,
     skip_bad_rows: bool = False,
+    allow_extrapolation: bool = False,
     path: object = None,
 ):
     """Mass estimates of one or many clusters from their member galaxies.
@@ -225,6 +237,11 @@ def predict_members(
     skip_bad_rows : bool
         Drop members without coordinates/redshift or out of range (noted in ``notes``)
         instead of refusing the cluster.
+    allow_extrapolation : bool
+        Estimate clusters whose centre redshift lies outside the model's validated redshift
+        range (:attr:`dynmass.bundle.Bundle.redshift_range`) too, flagged
+        ``extrapolated_redshift``. Default ``False``: such a cluster gets no mass and an
+        ``error`` naming its redshift, the range and this setting.
     path : optional
         File name for messages (set automatically when ``table`` is a path).
 
@@ -236,7 +253,8 @@ def predict_members(
         ``log10_m200c_<p>`` [Msun/h] and ``log10_m200c_msun_<p>`` [Msun, with the
         cosmology's h] for p in 2.5, 16, 50, 84, 97.5 (suffixes p2_5, p16, p50, p84, p97_5),
         ``log10_m200c_mean``, ``log10_m200c_fold_std``, ``flags``, ``error``, ``notes``.
-        ``meta`` holds the settings used.
+        ``meta`` holds the settings used, among them ``allow_extrapolation`` and
+        ``validated_redshift_range``.
     """
     from astropy.table import Table
 
@@ -259,6 +277,7 @@ def predict_members(
     aperture, vcut = setup.aperture, setup.vcut
     if min_members is None:
         min_members = int(obs_settings.get("min_members") or bundle.domain["n_gal"][0])
+    z_range = bundle.redshift_range
 
     rows: list[dict[str, Any]] = []
     views: list[tuple[np.ndarray, np.ndarray]] = []
@@ -283,6 +302,11 @@ def predict_members(
                             f"|v| <= {vcut} km/s of the centre; need at least {HARD_MIN_GALAXIES}")
             continue
         row["sigma_v"] = float(np.std(v[keep]))
+        refusal, z_note = _redshift_check(row["z"], z_range, allow_extrapolation)
+        row["notes"] = "; ".join(n for n in (row["notes"], z_note) if n)
+        if refusal:
+            row["error"] = refusal
+            continue
         views.append((R[keep], v[keep]))
         view_row.append(len(rows) - 1)
 
@@ -292,12 +316,15 @@ def predict_members(
         for p in bundle.percentiles:
             name = pct_name(p)
             row[f"log10_m200c_msun_{name}"] = row[f"log10_m200c_{name}"] - np.log10(h)
-        row["flags"] = ";".join(_flags(row, bundle, min_members)) if not row["error"] else ""
+        row["flags"] = (";".join(_flags(row, bundle, min_members, z_range))
+                        if not row["error"] else "")
     out = Table(rows=[[r[c] for c in _columns(bundle)] for r in rows], names=_columns(bundle))
     out.meta.update(
         model=bundle.path, model_name=bundle.model_name, n_folds=len(bundle.models),
         cosmology=from_astropy(cosmo), h=h, aperture_mpc_h=aperture, vcut_kms=vcut,
         min_members=min_members, input_mode=mode, flags=FLAG_DOC,
+        allow_extrapolation=bool(allow_extrapolation), validated_redshift_range=z_range,
+        redshift_tolerance=bundle.domain.get("redshift_tolerance", REDSHIFT_TOLERANCE),
         training_domain=bundle.domain,
         interval={k: v for k, v in bundle.interval.items() if k != "files"},
     )
@@ -416,12 +443,32 @@ def _predict_views(bundle, views, view_row, rows, obs_settings) -> None:
                 row[key] = float(arr[j])
 
 
-def _flags(row: dict[str, Any], bundle: Bundle, min_members: int) -> list[str]:
+def _outside(z: float, z_range: list[float] | None) -> bool:
+    """True when redshift ``z`` is known and lies outside ``z_range``."""
+    return z_range is not None and bool(np.isfinite(z)) and not z_range[0] <= z <= z_range[1]
+
+
+def _redshift_check(z: float, z_range: list[float] | None,
+                    allow_extrapolation: bool) -> tuple[str, str]:
+    """``(error, note)`` of the redshift check of one cluster (empty strings: none)."""
+    if z_range is None:
+        return "", "the model records no training redshift: redshift not checked"
+    span = f"[{z_range[0]:.4g}, {z_range[1]:.4g}]"
+    if not np.isfinite(z):
+        return "", (f"redshift unknown (R, v given without a centre redshift): not checked "
+                    f"against the model's validated range {span}")
+    if _outside(z, z_range) and not allow_extrapolation:
+        return (f"redshift z={z:.4g} outside the model's validated range {span}; use "
+                "--allow-extrapolation (allow_extrapolation=True) to get a mass anyway"), ""
+    return "", ""
+
+
+def _flags(row: dict[str, Any], bundle: Bundle, min_members: int,
+           z_range: list[float] | None) -> list[str]:
     dom = bundle.domain
     flags = []
-    z_train = dom.get("redshift")
-    if z_train is not None and np.isfinite(row["z"]) and abs(row["z"] - z_train) > REDSHIFT_TOLERANCE:
-        flags.append("redshift")
+    if _outside(row["z"], z_range):
+        flags.append("extrapolated_redshift")
     if dom.get("n_gal") and not dom["n_gal"][0] <= row["n_gal"] <= dom["n_gal"][1]:
         flags.append("n_gal")
     sv = dom.get("sigma_v")
@@ -475,9 +522,14 @@ def predict_file(
     model: str | os.PathLike | None = None,
     centers: Any = None,
     cosmology: Any = None,
+    *,
+    allow_extrapolation: bool = False,
     **kwargs: Any,
 ):
     """:func:`predict_members` on a file; writes ``out`` (CSV) and ``<out stem>.settings.json``.
+
+    The settings file records, among the rest, ``allow_extrapolation`` and the model's
+    ``validated_redshift_range``.
 
     Parameters
     ----------
@@ -491,6 +543,9 @@ def predict_file(
         Cluster centres (see :func:`predict_members`).
     cosmology : optional
         Cosmology (see :func:`parse_cosmology`).
+    allow_extrapolation : bool
+        Estimate clusters outside the model's validated redshift range too (flagged
+        ``extrapolated_redshift``); default: they get no mass (see :func:`predict_members`).
     **kwargs
         Other keyword arguments of :func:`predict_members`.
 
@@ -499,7 +554,8 @@ def predict_file(
     astropy.table.Table
         The result table.
     """
-    result = predict_members(members, model, centers, cosmology, **kwargs)
+    result = predict_members(members, model, centers, cosmology,
+                             allow_extrapolation=allow_extrapolation, **kwargs)
     out = Path(out)
     write_masses(result, out)
     model_path = result.meta["model"]

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "model's training cuts (aperture, vcut) and cosmology are applied. Writes one row per "
         "cluster with percentiles 2.5/16/50/84/97.5 of log10 M200c [Msun/h and Msun], flags "
         "for clusters outside the training domain, and an error column for clusters that "
-        "could not be estimated.",
+        "could not be estimated. Clusters whose redshift lies outside the model's validated "
+        "redshift range (its training redshift +/- 0.05 for a single-snapshot model) get no "
+        "mass unless --allow-extrapolation is given.",
     )
     p.add_argument("members", type=Path, help="table of member galaxies")
     grp = p.add_mutually_exclusive_group()
@@ -42,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="drop members with missing/out-of-range values instead of refusing "
                    "their cluster")
+    p.add_argument("--allow-extrapolation", action="store_true",
+                   help="also estimate clusters whose redshift lies outside the model's "
+                   "validated redshift range; their masses are not validated and are flagged "
+                   "extrapolated_redshift (default: such clusters get no mass and an error)")
     p.add_argument("-o", "--output", type=Path, default=Path("masses.csv"),
                    help="output CSV (default: masses.csv); settings go to <stem>.settings.json")
     p.set_defaults(func=run)
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         cosmology=args.cosmology, ra_col=args.ra_col, dec_col=args.dec_col, z_col=args.z_col,
         cluster_col=args.cluster_col, r_col=args.r_col, v_col=args.v_col,
         min_members=args.min_members, skip_bad_rows=args.skip_bad_rows,
+        allow_extrapolation=args.allow_extrapolation,
     )
     n_err = int(sum(bool(e) for e in result["error"]))
     n_flag = int(sum(bool(f) for f in result["flags"]))
