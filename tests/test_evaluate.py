@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from functools import partial
 from pathlib import Path
 from unittest import mock
@@ -18,12 +19,13 @@ import numpy as np
 import pytest
 
 from dynmass import InputError
+from dynmass import sampling as sampling_module
 from dynmass.evaluate import evaluate_runs, format_table
 from dynmass.metrics import mass_bin_edges, metrics, residuals, summarize
 from dynmass.models.msigma import MSigma
-from dynmass.observations import Observations
+from dynmass.observations import Observations, read_observations
 from dynmass.rundir import PREDICTION_COLUMNS, load_run, load_runs
-from dynmass.sampling import sampling_rate_test
+from dynmass.sampling import host_bootstrap_median_err, median_shift_claim, sampling_rate_test
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.testing.estimators import (
     ToyConst,
@@ -32,6 +34,7 @@ from dynmass.testing.estimators import (
     make_observations,
     toy_models_registered,
 )
+from dynmass.testing.richness import ToyRichness, make_rich_observations, richness_model_registered
 from dynmass.testing.runs import (
     TOY_OBS_SETTINGS,
     scratch_folder,
@@ -190,6 +193,106 @@ def msigma_sampling_stats(seed: int, broken: str | None = None) -> dict[str, flo
     return {"half_width_0_8": hw[1], "half_width_0_5_over_0_8": _ratio(hw[2], hw[1])}
 
 
+
+#: Hosts of :func:`rich_world` (x 2 views): about 240 views per 0.2-dex bin of true mass.
+RICH_HALOS = 600
+
+
+@functools.cache
+def rich_world(seed: int, n_halos: int = RICH_HALOS) -> dict[str, Path]:
+    """:func:`~dynmass.testing.richness.make_rich_observations` (``n_halos`` hosts x 2 views,
+    log10 M uniform in 14-15, Poisson(100-316) pure Gaussian members, draws of seed ``seed``)
+    and 3-fold runs ``sig`` (:class:`ToySigma`: its median does not depend on N) and ``rich``
+    (:class:`ToyRichness`: weighs clusters partly by log10 n_gal)."""
+    tmp = scratch_folder("rich_")
+    obs_path = make_rich_observations(tmp / "obs.h5", np.random.default_rng(seed),
+                                      n_halos=n_halos)
+    return {"obs": obs_path,
+            **{name: cv_run(tmp / name, obs_path, cls, seed=seed)
+               for name, cls in (("sig", ToySigma), ("rich", ToyRichness))}}
+
+
+def _floor_without_ln10():
+    """A broken Poisson floor: ``3 / sqrt(2 (N - 1))``, natural-log units."""
+    def floor(n_gal, slope=3.0):
+        n = np.asarray(n_gal, dtype=float)
+        return np.where(n > 1, slope / np.sqrt(2 * np.maximum(n - 1, 1e-12)), np.nan)
+
+    return mock.patch.object(sampling_module, "poisson_floor_dex", floor)
+
+
+def _floor_before_sampling():
+    """A broken test that takes N (floor, >= 10-galaxy cut) from the views before sampling."""
+    original = sampling_module._median_shift_block
+
+    def block(rates, ref, pred, lm_true, hosts, n_gal, n_boot, seed):
+        full = n_gal[max(rates)]
+        return original(rates, ref, pred, lm_true, hosts, {r: full for r in rates}, n_boot,
+                        seed)
+
+    return mock.patch.object(sampling_module, "_median_shift_block", block)
+
+
+_MEDIAN_SHIFT_BROKEN = {"rate_ignored": _resample_ignoring_rate,
+                        "floor_without_ln10": _floor_without_ln10,
+                        "floor_before_sampling": _floor_before_sampling}
+
+
+@functools.cache
+def median_shift_result(seed: int, broken: str | None = None) -> dict:
+    """Sampling-rate test (rates :data:`SAMPLING_RATES`, seed ``seed``, every view, 200 host
+    bootstrap draws) of both runs of :func:`rich_world`. ``broken``: a key of
+    ``_MEDIAN_SHIFT_BROKEN`` (galaxies never dropped, Poisson floor in ln units, N taken
+    before sampling)."""
+    world = rich_world(seed)
+    with toy_models_registered(), richness_model_registered():
+        runs = load_runs([world["sig"], world["rich"]])
+        if broken is None:
+            return sampling_rate_test(runs, rates=SAMPLING_RATES, seed=seed, max_views=None)
+        with _MEDIAN_SHIFT_BROKEN[broken]():
+            return sampling_rate_test(runs, rates=SAMPLING_RATES, seed=seed, max_views=None)
+
+
+def median_shift_stats(seed: int, broken: str | None = None) -> dict[str, float]:
+    """Of :func:`median_shift_result`: the worst |median shift| (dex) of ``sig`` over the
+    judged bins and rates, the worst (signed) of ``rich`` and its median shift at r = 0.9; at
+    r = 0.5 ``sig``'s bootstrap error of the median shift over ``sqrt(pi/2) std(d) / sqrt(n)``;
+    ``sig``'s std of prediction - truth over the Poisson floor at r = 1 and 0.5."""
+    res = median_shift_result(seed, broken)
+    sig, rich = res["sig"], res["rich"]
+    j = SAMPLING_RATES.index(0.5)
+    expected_err = math.sqrt(math.pi / 2) * sig["std"][j] / math.sqrt(sig["n_views"])
+    return {"sig_worst_abs_bin_shift": abs(sig["median_shift_claim"]["worst"]["median"]),
+            "rich_worst_bin_shift": rich["median_shift_claim"]["worst"]["median"],
+            "rich_median_shift_0_9": rich["median"][SAMPLING_RATES.index(0.9)],
+            "sig_median_err_0_5_over_expected": _ratio(sig["median_err"][j], expected_err),
+            "sig_eps_std_over_floor_1": sig["eps_std"][0] / sig["poisson_floor_dex"][0],
+            "sig_eps_std_over_floor_0_5": sig["eps_std"][j] / sig["poisson_floor_dex"][j]}
+
+
+def median_err_stats(seed: int, broken: str | None = None) -> dict[str, float]:
+    """10 data sets of 200 hosts x 10 views sharing their host's shift N(0, 0.1) dex: the mean
+    over the data sets of the host-bootstrap error of the median (100 draws) over its
+    expectation ``sqrt(pi/2) 0.1 / sqrt(200)``, and over the error from resampling views (a
+    bootstrap error of a median is itself uncertain by ~20%, hence the mean of 10). ``broken``:
+    ``"by_view"`` resamples views, ``"shuffled_groups"`` gives the views random host labels."""
+    rng = np.random.default_rng(seed)
+    over_expected, over_view = [], []
+    for k in range(10):
+        d = np.repeat(rng.normal(0, 0.1, 200), 10)
+        hosts = np.repeat(np.arange(200), 10)
+        if broken == "shuffled_groups":
+            hosts = rng.permutation(hosts)
+        boot_seed = 100 * seed + k
+        by_host = host_bootstrap_median_err(d, None if broken == "by_view" else hosts,
+                                            n_boot=100, seed=boot_seed)
+        by_view = host_bootstrap_median_err(d, None, n_boot=100, seed=boot_seed)
+        over_expected.append(by_host / (math.sqrt(math.pi / 2) * 0.1 / math.sqrt(200)))
+        over_view.append(by_host / by_view)
+    return {"by_host_over_expected": float(np.mean(over_expected)),
+            "by_host_over_by_view": float(np.mean(over_view))}
+
+
 STOCHASTIC = {
     "metrics": StochasticCheck(
         run=metrics_stats, seed=RNG_SEED,
@@ -218,6 +321,20 @@ STOCHASTIC = {
         run=msigma_sampling_stats, seed=RNG_SEED,
         bounds={"half_width_0_8": Bound(0.07, 0.32), "half_width_0_5_over_0_8": Bound(1.25, 3.2)},
         broken={b: partial(msigma_sampling_stats, broken=b) for b in ("const", "rate_ignored")}),
+    "median_shift": StochasticCheck(
+        run=median_shift_stats, seed=RNG_SEED,
+        bounds={"sig_worst_abs_bin_shift": Bound(hi=0.03),
+                "rich_worst_bin_shift": Bound(-0.39, -0.245),
+                "rich_median_shift_0_9": Bound(-0.0575, -0.0345),
+                "sig_median_err_0_5_over_expected": Bound(0.4, 1.45),
+                "sig_eps_std_over_floor_1": Bound(0.9, 1.09),
+                "sig_eps_std_over_floor_0_5": Bound(0.885, 1.075)},
+        broken={b: partial(median_shift_stats, broken=b) for b in _MEDIAN_SHIFT_BROKEN}),
+    "median_err_by_host": StochasticCheck(
+        run=median_err_stats, seed=RNG_SEED,
+        bounds={"by_host_over_expected": Bound(0.63, 1.35),
+                "by_host_over_by_view": Bound(1.6, 4.65)},
+        broken={b: partial(median_err_stats, broken=b) for b in ("by_view", "shuffled_groups")}),
 }
 
 
@@ -437,6 +554,10 @@ def test_evaluate_runs_with_sampling_cli(tmp_path, rng, toy_models, capsys):
     printed = capsys.readouterr().out
     assert rc == 0
     assert "sampling-rate test" in printed and "sig" in printed and "r=0.6" in printed
+    # 40 views over six 0.2-dex bins: no bin has 20 views, the median-shift claim is not judged
+    assert "median shift [dex]" in printed and "Poisson floor" in printed
+    assert ("NOT JUDGED: sig's median prediction at fixed true mass does not move with "
+            "sampling") in printed
     res = json.loads((out / "metrics.json").read_text())
     assert res["models"]["sig"]["sampling"]["n_views"] == 40
     assert res["evaluation"]["seed"] == 2
@@ -462,3 +583,133 @@ def test_sampling_rate_with_msigma():
     res = sampling_result(RNG_SEED, "msigma", (1.0, 0.8, 0.5), 200)
     assert res["max_abs_diff_vs_predictions_csv"] < 1e-6
     assert res["half_width_16_84"][0] == 0 and res["n_views"] == 400
+
+
+# ------------------------------------------------------- median shift at fixed true mass
+
+#: Keys of a model's sampling-rate result before the median-shift test was added: their values
+#: must not change (numbers in the docs quote them).
+OLD_SAMPLING_KEYS = ("rates", "n_views", "seed", "min_gal", "median", "p16", "p84",
+                     "half_width_16_84", "std", "mean_abs", "n_nonfinite",
+                     "width_16_84_rate_0.6_0.8", "std_rate_0.6_0.8",
+                     "max_abs_diff_vs_predictions_csv")
+
+
+def test_median_shift_claim_fails_for_richness_holds_for_dispersion():
+    """A model that weighs clusters by log10 n_gal predicts lower masses when galaxies are
+    dropped (the claim FAILS); a dispersion-only model's median does not move (it HOLDS); the
+    error of the median shift is a host bootstrap of the right size; the scatter of a
+    dispersion-only model on pure Gaussian members sits on the Poisson floor.
+
+    Measured over seeds 0-19 (``--only test_evaluate.median_shift``):
+    sig_worst_abs_bin_shift: mean 0.01069, sd 0.004, range [0.005503, 0.0174];
+      bound (-inf, 0.03) = 4.8 sd from the mean (0.03 dex: the claim's tolerance)
+    rich_worst_bin_shift: mean -0.3148, sd 0.014, range [-0.3452, -0.294];
+      bound (-0.39, -0.245) = 5.0 sd from the mean
+    rich_median_shift_0_9: mean -0.04576, sd 0.0022, range [-0.04987, -0.04176];
+      bound (-0.0575, -0.0345) = 5.0 sd from the mean
+    sig_median_err_0_5_over_expected: mean 0.9181, sd 0.1, range [0.7296, 1.185];
+      bound (0.4, 1.45) = 5.0 sd from the mean
+    sig_eps_std_over_floor_1: mean 0.994, sd 0.018, range [0.9647, 1.02];
+      bound (0.9, 1.09) = 5.3 sd from the mean
+    sig_eps_std_over_floor_0_5: mean 0.9805, sd 0.018, range [0.9517, 1.011];
+      bound (0.885, 1.075) = 5.3 sd from the mean
+    Broken variants rejected (seeds 0-2): rate_ignored 3/3, floor_without_ln10 3/3,
+    floor_before_sampling 3/3.
+    """
+    STOCHASTIC["median_shift"].check()
+    res = median_shift_result(RNG_SEED)
+    sig, rich = res["sig"], res["rich"]
+    rates = list(SAMPLING_RATES)
+    c_sig, c_rich = sig["median_shift_claim"], rich["median_shift_claim"]
+    assert c_sig["holds"] is True and c_rich["holds"] is False
+    assert c_rich["claim"] == (
+        "rich's median prediction at fixed true mass does not move with sampling: "
+        "|median shift| <= 0.03 dex in every judged 0.2-dex bin of true mass from 10^14 to "
+        "10^15 at every tested rate")
+    w = c_rich["worst"]
+    assert c_rich["value"] == (f"worst judged bin {w['lo']:.1f}-{w['hi']:.1f} at r = "
+                               f"{w['rate']:g}: {w['median']:+.3f} +/- {w['median_err']:.3f} "
+                               f"dex ({w['n']} views)")
+    assert w["rate"] == 0.5
+    for s in (sig, rich):
+        bins = s["bins_true"]
+        # fixed 0.2-dex grid over 14-15 (the world's masses), all inside the claim's range
+        np.testing.assert_allclose([b["lo"] for b in bins], [14.0, 14.2, 14.4, 14.6, 14.8])
+        assert all(b["in_claim_range"] for b in bins)
+        for j in range(len(rates)):
+            # >= 100 members per host: every view keeps >= 10 galaxies and enters a bin
+            assert sum(b["n"][j] for b in bins) == s["n_views"] == 2 * RICH_HALOS
+            assert all(b["judged"][j] == (b["n"][j] >= 20) for b in bins)
+        assert s["worst_bin_median"][0] == 0 and s["median_err"][0] == 0
+        assert len(s["median_err"]) == len(s["poisson_floor_dex"]) == len(rates)
+    # worst bin per rate is the largest |median| among that rate's judged bins
+    for j in range(len(rates)):
+        meds = [b["median"][j] for b in rich["bins_true"] if b["judged"][j]]
+        assert rich["worst_bin_median"][j] == max(meds, key=abs)
+    # the Poisson floor at the median N after sampling, N counted independently
+    obs = read_observations(rich_world(RNG_SEED)["obs"])
+    for j, r in enumerate(rates):
+        n_med = float(np.median(obs.resample(r, seed=RNG_SEED, min_gal=3).n_gal))
+        assert sig["n_gal_median"][j] == rich["n_gal_median"][j] == n_med
+        assert sig["poisson_floor_dex"][j] == pytest.approx(
+            3 / (math.log(10) * math.sqrt(2 * (n_med - 1))), rel=1e-12)
+    # at r = 1 the scatter of prediction - truth is that of the run's own predictions
+    run = load_run(rich_world(RNG_SEED)["sig"])
+    assert sig["eps_std"][0] == pytest.approx(np.std(residuals(run), ddof=1), abs=1e-9)
+
+
+@pytest.mark.usefixtures("toy_models")
+def test_median_shift_keys_added_old_ones_unchanged():
+    """The median-shift keys are added to a model's sampling result; every key the result had
+    before keeps its value, whatever the number of bootstrap draws (they draw from a stream of
+    their own); a model that ignores the galaxies holds the claim with shift 0."""
+    with_boot = sampling_result(RNG_SEED)
+    world = sampling_world(RNG_SEED)
+    no_boot = sampling_rate_test(load_runs([world["sig"]]), rates=SAMPLING_RATES,
+                                 seed=RNG_SEED, max_views=None, n_boot=0)["sig"]
+    for key in OLD_SAMPLING_KEYS:
+        assert no_boot[key] == with_boot[key], key
+    new = {"median_err", "n_boot", "n_gal_median", "poisson_floor_dex", "eps_median",
+           "eps_half_width_16_84", "eps_std", "bin_settings", "bins_true", "worst_bin_median",
+           "worst_bin_median_err", "worst_bin_lo", "median_shift_claim"}
+    assert new <= set(with_boot)
+    assert all(math.isnan(e) for e in no_boot["median_err"][1:])
+    assert with_boot["bin_settings"] == {"width_dex": 0.2, "min_gal": 10, "min_views": 20,
+                                         "claim_range": [14.0, 15.0], "tolerance_dex": 0.03}
+    const = sampling_result(RNG_SEED, broken="const")
+    assert const["median_shift_claim"]["holds"] is True
+    assert const["median_shift_claim"]["worst"]["median"] == 0
+    assert const["median_shift_claim"]["worst"]["rate"] == 0.5  # ties: the lowest rate quoted
+
+
+def test_median_shift_claim_not_judged_and_json_form():
+    """No bin with 20 views: the claim is not judged (holds None); NaN errors written to JSON
+    as None are read back."""
+    block = {"rates": [1.0, 0.5], "bins_true": [
+        {"lo": 13.8, "hi": 14.0, "in_claim_range": False, "n": [80, 80],
+         "median": [0.0, -0.5], "median_err": [0.0, 0.01], "judged": [False, False]},
+        {"lo": 14.0, "hi": 14.2, "in_claim_range": True, "n": [19, 19],
+         "median": [0.0, -0.5], "median_err": [0.0, None], "judged": [False, False]}]}
+    c = median_shift_claim("cnn2d", block)
+    assert c["holds"] is None and c["worst"] is None and "not judged" in c["value"]
+    block["bins_true"][1]["judged"] = [True, True]
+    c = median_shift_claim("cnn2d", block)
+    assert c["holds"] is False and c["worst"]["lo"] == 14.0 and math.isnan(c["worst"]["median_err"])
+    assert median_shift_claim("cnn2d", block, tol=0.6)["holds"] is True
+
+
+def test_host_bootstrap_of_the_median_resamples_hosts():
+    """All views of a host share its shift: the error of the median must reflect 200 hosts,
+    not 2000 views (about sqrt(10) times the error from resampling views).
+
+    Measured over seeds 0-19 (``--only test_evaluate.median_err_by_host``):
+    by_host_over_expected: mean 0.9939, sd 0.07, range [0.8746, 1.129];
+      bound (0.63, 1.35) = 5.1 sd from the mean
+    by_host_over_by_view: mean 3.135, sd 0.3, range [2.69, 3.779];
+      bound (1.6, 4.65) = 5.1 sd from the mean
+    Broken variants rejected (seeds 0-2): by_view 3/3, shuffled_groups 3/3.
+    """
+    STOCHASTIC["median_err_by_host"].check()
+    assert math.isnan(host_bootstrap_median_err(np.arange(4.0), n_boot=0))
+    assert host_bootstrap_median_err(np.zeros(50), np.arange(50) // 5) == 0

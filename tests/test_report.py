@@ -26,6 +26,11 @@ from dynmass.testing.estimators import (
     cv_run,
     make_observations,
 )
+from dynmass.testing.richness import (
+    ToyRichness,
+    make_rich_observations,
+    richness_model_registered,
+)
 from dynmass.testing.runs import scratch_folder, synthetic_predictions_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -161,6 +166,43 @@ def test_report_without_sampling_test(tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["good"]["overall"] == res["models"]["good"]["overall"]
+
+
+def test_report_median_shift_table_and_claims(tmp_path, toy_models):
+    """The report's sampling section gets the median-shift table (rows = models, columns =
+    rates, median shift ± error (worst judged bin)), every model's claim and the scatter per
+    rate next to the Poisson floor; the figure is drawn. ToyRichness shifts by about -0.3 dex
+    at r = 0.5 (``test_evaluate.median_shift``), ten times the claim's 0.03 dex: it FAILS."""
+    obs_path = make_rich_observations(tmp_path / "obs.h5", np.random.default_rng(RNG_SEED),
+                                      n_halos=120)
+    dirs = [cv_run(tmp_path / "sig", obs_path, ToySigma),
+            cv_run(tmp_path / "rich", obs_path, ToyRichness)]
+    out = tmp_path / "rep"
+    with richness_model_registered():
+        res = evaluate_runs(dirs, out, sampling_rates=(1.0, 0.7, 0.5), n_boot=10,
+                            max_views=None)
+    assert (out / "sampling_rate.png").read_bytes().startswith(PNG_MAGIC)
+    assert "sampling_rate.png" in res["files"]["figures"]
+    md = (out / "report.md").read_text()
+    section = md[md.index("### Median shift at fixed true mass"):md.index("## Figures")]
+    assert "| run | r = 1 | r = 0.7 | r = 0.5 |" in section
+    rich = res["models"]["rich"]["sampling"]
+    cells = [f"{m:+.3f} ± {e:.3f} ({w:+.3f})" for m, e, w in
+             zip(rich["median"], rich["median_err"], rich["worst_bin_median"], strict=True)]
+    assert "| rich | " + " | ".join(cells) + " |" in section
+    assert cells[0] == "+0.000 ± 0.000 (+0.000)"
+    assert ("- FAILS: rich's median prediction at fixed true mass does not move with "
+            "sampling: |median shift| <= 0.03 dex") in section
+    assert "- HOLDS: sig's" in section or "- FAILS: sig's" in section
+    floor = " | ".join(f"{x:.3f}" for x in rich["poisson_floor_dex"])
+    assert f"| Poisson floor | {floor} |" in section
+    html = (out / "report.html").read_text()
+    assert "<h3>Median shift at fixed true mass</h3>" in html
+    assert "<li>FAILS: rich&#x27;s median prediction" in html
+    assert "Poisson floor" in html
+    saved = json.loads((out / "metrics.json").read_text())
+    claim = saved["models"]["rich"]["sampling"]["median_shift_claim"]
+    assert claim["holds"] is False and claim["worst"]["rate"] == 0.5
 
 
 @pytest.mark.slow

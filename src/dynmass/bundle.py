@@ -56,7 +56,8 @@ File format (HDF5)::
                               dynmass_version, complete
     /folds/fold_00 ...        one model each (dynmass.models.base.write_model_group)
     /calibration/pred, true, fold, halo_id, los, n_gal, source     calibration views
-    /interval/grid [log10 Msun/h], /interval/quantiles (n_grid, n_percentiles)
+    /interval/grid [log10 Msun/h], /interval/quantiles (n_grid, n_percentiles; for
+        "neyman_n" one more column, the richness band of each node's belt)
 
 Examples
 --------
@@ -285,11 +286,23 @@ class Bundle:
         """``(n_folds, n_views)`` predicted log10 M200c [Msun/h] of every fold model."""
         return ensemble_predictions(self.models, obs, self.path)
 
-    def intervals(self, mu: np.ndarray) -> np.ndarray:
-        """``(n, n_percentiles)`` log10 M200c percentiles for ensemble means ``mu``."""
+    def intervals(self, mu: np.ndarray, n_gal: np.ndarray | None = None) -> np.ndarray:
+        """``(n, n_percentiles)`` log10 M200c percentiles for ensemble means ``mu``.
+
+        Parameters
+        ----------
+        mu : numpy.ndarray
+            Ensemble-mean predicted log10 M200c [Msun/h].
+        n_gal : numpy.ndarray, optional
+            Galaxies in each cluster's cylinder (needed by the ``"neyman_n"`` method).
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         mu = np.atleast_1d(np.asarray(mu, float))
         return apply_intervals(mu, self.grid, self.table, self.interval.get("method", "knn_pred"),
-                               self.percentiles)
+                               self.percentiles, n_gal=n_gal)
 
     def predict(self, obs: Observations) -> dict[str, np.ndarray]:
         """Mass estimates with intervals for every view of ``obs``.
@@ -312,7 +325,7 @@ class Bundle:
             "log10_m200c_mean": mu,
             "log10_m200c_fold_std": folds.std(axis=0),
         }
-        pct = self.intervals(mu)
+        pct = self.intervals(mu, obs.n_gal)
         for j, p in enumerate(self.percentiles):
             out[f"log10_m200c_{pct_name(p)}"] = pct[:, j]
         return out
@@ -521,8 +534,9 @@ def make_bundle(
         Fewest calibration views per interval window (default :func:`default_k_neighbors`).
     percentiles : sequence of float
         Percentiles (per cent) to report.
-    method : {"neyman", "knn_pred"}
-        Interval method (see :func:`calibrate`).
+    method : {"neyman", "neyman_n", "knn_pred"}
+        Interval method (see :func:`dynmass.intervals.calibrate`; ``"neyman_n"``: one belt
+        per richness band, for models trained over randomised surveys).
     min_hosts, max_halfwidth : int, float
         Host requirement of the belt windows (:func:`belt_table`) and of the calibrated range.
     edge_margin : float
@@ -580,7 +594,7 @@ def make_bundle(
     domain["log10_m200c_calibrated"] = calibrated_range(cal.true, host, training_range,
                                                         min_hosts, edge_margin)
     grid, table = intervals.calibrate(cal.pred, cal.true, method, k_neighbors, percentiles, host,
-                            min_hosts, max_halfwidth)
+                                      min_hosts, max_halfwidth, n_gal=cal.n_gal)
     k = default_k_neighbors(len(cal.pred)) if k_neighbors is None else int(k_neighbors)
     bundle = Bundle(
         models=models,

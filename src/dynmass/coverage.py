@@ -98,9 +98,11 @@ def _cross_fit(cal: Calibration, host: np.ndarray, interval: dict[str, Any], met
         k = default_k_neighbors(int(train.sum())) if k_neighbors is None else k_neighbors
         ks.append(k)
         grid, table = intervals.calibrate(cal.pred[train], cal.true[train], method, k, PERCENTILES,
-                                host[train], int(interval.get("min_hosts", MIN_HOSTS)),
-                                float(interval.get("max_halfwidth_dex", MAX_HALFWIDTH)))
-        q[val] = apply_intervals(cal.pred[val], grid, table, method, PERCENTILES)
+                                          host[train], int(interval.get("min_hosts", MIN_HOSTS)),
+                                          float(interval.get("max_halfwidth_dex", MAX_HALFWIDTH)),
+                                          n_gal=cal.n_gal[train])
+        q[val] = apply_intervals(cal.pred[val], grid, table, method, PERCENTILES,
+                                 n_gal=cal.n_gal[val])
     return q, scheme, ks
 
 

@@ -46,7 +46,12 @@ from dynmass.errors import InputError
 from dynmass.metrics import CATASTROPHIC_DEX, PAPER_RANGE, mass_bin_edges, metrics
 from dynmass.report import write_report
 from dynmass.rundir import Run, load_runs
-from dynmass.sampling import DEFAULT_SAMPLING_RATES, _observations_path, sampling_rate_test
+from dynmass.sampling import (
+    DEFAULT_SAMPLING_RATES,
+    _observations_path,
+    claim_verdict,
+    sampling_rate_test,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +138,8 @@ def evaluate_runs(
     mass_bins : float or sequence of float
         Width (dex) or edges of the true-mass bins, the same for every run.
     n_boot : int
-        Bootstrap replicates over halos.
+        Bootstrap replicates over halos (of the metrics and of the sampling-rate test's median
+        shifts).
     min_gal : int
         Fewest galaxies a view keeps in the sampling-rate test.
     figures : bool
@@ -160,7 +166,7 @@ def evaluate_runs(
     }
     if rates:
         shifts = sampling_rate_test(runs, observations, rates, seed=seed, max_views=max_views,
-                                    min_gal=min_gal)
+                                    min_gal=min_gal, n_boot=n_boot)
         for name, res in shifts.items():
             models[name]["sampling"] = res
     for r in runs:
@@ -199,7 +205,11 @@ def format_table(result: dict[str, Any]) -> str:
 
     Scatter columns are half the 16-84 percentile width ("s68") and the standard deviation
     ("std") of eps = log10(M_pred/M_true) in dex, with bootstrap errors; "[14,15)" columns are
-    restricted to 10^14 <= M200c < 10^15 Msun/h.
+    restricted to 10^14 <= M200c < 10^15 Msun/h. With the sampling-rate test it adds the width
+    of the shift per rate, the median shift per rate (host-bootstrap error, worst judged 0.2-dex
+    bin of true mass), the scatter of prediction minus truth per rate next to the Poisson floor
+    (:func:`dynmass.sampling.poisson_floor_dex`), and the verdict of each model's median-shift
+    claim (:func:`dynmass.sampling.median_shift_claim`).
     """
     models = result.get("models", {})
     head = ["run", "model", "views", "bias", "s68", "std", "catastr", "bias[14,15)",
@@ -230,7 +240,34 @@ def format_table(result: dict[str, Any]) -> str:
         lines += ["", "sampling-rate test: shift d = pred(r) - pred(1) [dex], "
                   "half 16-84 width (std); w68 = full 16-84 width pooled over r = 0.6-0.8",
                   *_columns(head2, rows2)]
+        lines += _median_shift_lines(samp, rates)
     return "\n".join(lines)
+
+
+def _median_shift_lines(samp: dict[str, dict[str, Any]], rates: list[float]) -> list[str]:
+    """Terminal lines of the median shift, the scatter vs the Poisson floor, and the claims."""
+    samp = {n: s for n, s in samp.items() if "median_err" in s}
+    if not samp:
+        return []
+    head = ["run", *[f"r={r:g}" for r in rates]]
+    rows = [[name, *[f"{_fmt(m, '+.3f')}±{_fmt(e)} [{_fmt(w, '+.3f')}]" for m, e, w in
+                     zip(s["median"], s["median_err"], s["worst_bin_median"], strict=True)]]
+            for name, s in samp.items()]
+    first = next(iter(samp.values()))
+    rows2 = [[name, *[f"{_fmt(h)} ({_fmt(sd)})" for h, sd in
+                      zip(s["eps_half_width_16_84"], s["eps_std"], strict=True)]]
+             for name, s in samp.items()]
+    rows2.append(["Poisson floor", *[_fmt(f) for f in first["poisson_floor_dex"]]])
+    lines = ["", "median shift [dex] ± host-bootstrap error [worst judged 0.2-dex bin of true "
+             "mass, views keeping >= 10 galaxies]", *_columns(head, rows),
+             "", "scatter of log10(M_pred/M_true) at each rate [dex]: half 16-84 width (std); "
+             "Poisson floor = 3 / (ln 10 sqrt(2 (N - 1))) at the median N", *_columns(head, rows2),
+             ""]
+    for s in samp.values():
+        c = s.get("median_shift_claim")
+        if c:
+            lines.append(f"{claim_verdict(c['holds'])}: {c['claim']} ({c['value']})")
+    return lines
 
 
 def _columns(head: list[str], rows: list[list[str]]) -> list[str]:

@@ -16,6 +16,15 @@ Shafer 2005, *Algorithmic Learning in a Random World*; Lei et al. 2018, JASA 113
   that saturates) it is replaced by its running maximum, which widens the interval. Masses
   are clipped to the belt's ends. Coverage *in bins of predicted mass* is not guaranteed: it
   depends on the mass function of the clusters (Eddington bias), and is reported, not judged.
+- ``"neyman_n"``: one Neyman belt per band of the number of galaxies in the cylinder
+  (:data:`RICHNESS_EDGES`, adjacent bands merged until each has enough hosts;
+  :func:`richness_belts`). A cluster gets the belt of its band, so its interval covers, and
+  its median is median-unbiased, at every true mass *and* every number of galaxies: whatever
+  a survey's completeness does to the number of galaxies, the estimate at fixed true mass does
+  not move with it. With calibration views whose sampling was drawn per view (domain
+  randomisation, :class:`dynmass.observing.Draw`) this is the dynamics-only estimate: the
+  number of galaxies only selects which belt inverts the learner's output, it cannot pull the
+  mass.
 - ``"knn_pred"``: quantiles of ``true - pred`` among the ``k`` views nearest in *predicted*
   mass, added to ``mu``. Calibrated on average over the calibration views' mass distribution
   at each predicted mass (a posterior under that prior), hence not at each true mass.
@@ -50,7 +59,13 @@ from dynmass.errors import InputError
 #: Percentiles (in per cent) of log10 M200c every prediction reports.
 PERCENTILES: tuple[float, ...] = (2.5, 16.0, 50.0, 84.0, 97.5)
 #: Interval methods (see :func:`calibrate`).
-METHODS: tuple[str, ...] = ("neyman", "knn_pred")
+METHODS: tuple[str, ...] = ("neyman", "knn_pred", "neyman_n")
+#: Band edges of the number of galaxies in the cylinder for ``"neyman_n"`` (factors of 1.5
+#: from 10, the usual fewest galaxies of a view); bands are merged upwards until each holds
+#: :data:`MIN_BAND_HOSTS` hosts.
+RICHNESS_EDGES: tuple[float, ...] = (15.0, 22.5, 33.75, 50.6, 75.9, 113.9, 170.9, 256.3)
+#: Fewest distinct calibration hosts of one richness band's belt.
+MIN_BAND_HOSTS = 150
 
 
 def pct_name(p: float) -> str:
@@ -295,6 +310,93 @@ def belt_table(
     return np.asarray(nodes), np.asarray(rows)
 
 
+def richness_band(n_gal: np.ndarray) -> np.ndarray:
+    """Index of the band of :data:`RICHNESS_EDGES` that each number of galaxies falls in.
+
+    Parameters
+    ----------
+    n_gal : numpy.ndarray
+        Galaxies in each view's cylinder.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        0 below the first edge, ``len(RICHNESS_EDGES)`` above the last.
+    """
+    return np.searchsorted(np.asarray(RICHNESS_EDGES), np.asarray(n_gal, float), side="right")
+
+
+def richness_belts(
+    true: np.ndarray,
+    pred: np.ndarray,
+    n_gal: np.ndarray,
+    host: np.ndarray | None = None,
+    k_neighbors: int | None = None,
+    percentiles: Sequence[float] = PERCENTILES,
+    min_hosts: int = MIN_HOSTS,
+    max_halfwidth: float = MAX_HALFWIDTH,
+    min_band_hosts: int = MIN_BAND_HOSTS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One Neyman belt (:func:`belt_table`) per richness band, stacked in one table.
+
+    Bands of :data:`RICHNESS_EDGES` are taken from the poorest up and merged with the next
+    until a group holds ``min_band_hosts`` distinct hosts; a last group short of them joins
+    the one before.
+
+    Parameters
+    ----------
+    true, pred : numpy.ndarray
+        True and predicted log10 M200c [Msun/h] of calibration views.
+    n_gal : numpy.ndarray
+        Galaxies in each calibration view's cylinder.
+    host : numpy.ndarray, optional
+        Host label of every view (default: every view its own host).
+    k_neighbors : int, optional
+        Fewest views per window of each belt (default: :func:`default_k_neighbors` of the
+        band's views).
+    percentiles : sequence of float
+        Percentiles (per cent) to tabulate.
+    min_hosts, max_halfwidth
+        See :func:`belt_table`.
+    min_band_hosts : int
+        Fewest distinct hosts of a group of bands.
+
+    Returns
+    -------
+    grid : numpy.ndarray
+        Nodes [log10 Msun/h] of all belts, one belt after the other.
+    table : numpy.ndarray
+        ``(len(grid), len(percentiles) + 1)``: quantiles of ``pred - true`` [dex], and in the
+        last column the first band of the group the node's belt belongs to.
+    """
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    host = np.arange(len(true)) if host is None else np.asarray(host)
+    band = richness_band(n_gal)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for b in range(len(RICHNESS_EDGES) + 1):
+        current.append(b)
+        if np.unique(host[np.isin(band, current)]).size >= min_band_hosts:
+            groups.append(current)
+            current = []
+    if current:
+        if groups:
+            groups[-1] = groups[-1] + current
+        else:
+            groups.append(current)
+    grids, tables = [], []
+    for g in groups:
+        sel = np.isin(band, g)
+        if not sel.any():
+            continue
+        k = None if k_neighbors is None else min(int(k_neighbors), int(sel.sum()))
+        grid, table = belt_table(true[sel], pred[sel], host[sel], k, percentiles, min_hosts,
+                                 max_halfwidth)
+        grids.append(grid)
+        tables.append(np.column_stack([table, np.full(len(grid), float(g[0]))]))
+    return np.concatenate(grids), np.concatenate(tables)
+
+
 def calibrated_range(
     true: np.ndarray,
     host: np.ndarray,
@@ -356,6 +458,7 @@ def calibrate(
     host: np.ndarray | None = None,
     min_hosts: int = MIN_HOSTS,
     max_halfwidth: float = MAX_HALFWIDTH,
+    n_gal: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Interval calibration table from held-out ``(pred, true)`` log10 M200c [Msun/h].
 
@@ -363,9 +466,10 @@ def calibrate(
     ----------
     pred, true : numpy.ndarray
         Held-out (or independent) predicted and true log10 M200c.
-    method : {"neyman", "knn_pred"}
+    method : {"neyman", "neyman_n", "knn_pred"}
         ``"neyman"``: the confidence belt of :func:`belt_table`, inverted by
-        :func:`apply_intervals`; ``"knn_pred"``: quantiles of ``true - pred`` among views
+        :func:`apply_intervals`; ``"neyman_n"``: one belt per richness band
+        (:func:`richness_belts`); ``"knn_pred"``: quantiles of ``true - pred`` among views
         nearest in *predicted* mass (:func:`quantile_table`).
     k_neighbors : int, optional
         Views per window.
@@ -375,13 +479,23 @@ def calibrate(
         Host label of every view (``"neyman"`` only; default: each view its own host).
     min_hosts, max_halfwidth
         See :func:`belt_table`.
+    n_gal : numpy.ndarray, optional
+        Galaxies in each view's cylinder (``"neyman_n"`` only, required there).
 
     Returns
     -------
     grid, table : numpy.ndarray
-        Nodes and quantiles (see :func:`belt_table` and :func:`quantile_table`).
+        Nodes and quantiles (see :func:`belt_table`, :func:`richness_belts` and
+        :func:`quantile_table`).
     """
     pred, true = np.asarray(pred, float), np.asarray(true, float)
+    if method == "neyman_n":
+        if n_gal is None:
+            raise InputError("interval method 'neyman_n' needs the number of galaxies of "
+                             "every calibration view", column="n_gal")
+        _check_symmetric(percentiles)
+        return richness_belts(true, pred, n_gal, host, k_neighbors, percentiles, min_hosts,
+                              max_halfwidth)
     if method == "neyman":
         p = np.asarray(percentiles, float)
         if not np.allclose(np.sort(100 - p), np.sort(p)):
@@ -392,12 +506,46 @@ def calibrate(
     raise InputError(f"unknown interval method {method!r}; choose from {list(METHODS)}")
 
 
+def belt_ends(grid: np.ndarray, table: np.ndarray, method: str,
+              n_gal: float | None = None) -> tuple[float, float]:
+    """True log10 M200c [Msun/h] at the ends of the belt that inverts a cluster's prediction.
+
+    Parameters
+    ----------
+    grid, table : numpy.ndarray
+        A ``"neyman"`` or ``"neyman_n"`` table (:func:`calibrate`).
+    method : {"neyman", "neyman_n"}
+        Its method.
+    n_gal : float, optional
+        The cluster's galaxies in the cylinder (``"neyman_n"``: picks the band's belt).
+
+    Returns
+    -------
+    tuple of float
+        ``(lo, hi)``: intervals are clipped there.
+    """
+    if method == "neyman_n" and n_gal is not None:
+        starts = np.unique(table[:, -1])
+        b = int(richness_band(np.array([n_gal]))[0])
+        s0 = starts[max(0, int(np.searchsorted(starts, b, side="right")) - 1)]
+        g = grid[table[:, -1] == s0]
+        return float(g[0]), float(g[-1])
+    return float(grid[0]), float(grid[-1])
+
+
+def _check_symmetric(percentiles: Sequence[float]) -> None:
+    p = np.asarray(percentiles, float)
+    if not np.allclose(np.sort(100 - p), np.sort(p)):
+        raise InputError(f"percentiles {list(p)} are not symmetric about 50")
+
+
 def apply_intervals(
     mu: np.ndarray,
     grid: np.ndarray,
     table: np.ndarray,
     method: str = "neyman",
     percentiles: Sequence[float] = PERCENTILES,
+    n_gal: np.ndarray | None = None,
 ) -> np.ndarray:
     """Percentiles of log10 M200c [Msun/h] for predictions ``mu`` from a :func:`calibrate` table.
 
@@ -417,10 +565,13 @@ def apply_intervals(
     grid, table : numpy.ndarray
         Output of :func:`calibrate` with the same ``method`` (nodes [log10 Msun/h] and
         quantiles [dex]).
-    method : {"neyman", "knn_pred"}
+    method : {"neyman", "neyman_n", "knn_pred"}
         Interval method the table was made with.
     percentiles : sequence of float
         Percentiles (per cent) the table was made with (the columns of ``table``).
+    n_gal : numpy.ndarray, optional
+        Galaxies in each cluster's cylinder (``"neyman_n"`` only, required there): picks the
+        belt of its richness band.
 
     Returns
     -------
@@ -430,6 +581,21 @@ def apply_intervals(
     mu = np.atleast_1d(np.asarray(mu, float))
     if method == "knn_pred":
         return mu[:, None] + interpolate_quantiles(mu, grid, table)
+    if method == "neyman_n":
+        if n_gal is None:
+            raise InputError("interval method 'neyman_n' needs the number of galaxies of "
+                             "every cluster", column="n_gal")
+        n_gal = np.broadcast_to(np.asarray(n_gal, float), mu.shape)
+        starts = np.unique(table[:, -1])
+        use = starts[np.clip(np.searchsorted(starts, richness_band(n_gal), side="right") - 1,
+                             0, len(starts) - 1)]
+        out = np.empty((len(mu), len(percentiles)))
+        for s0 in starts:
+            rows, views = table[:, -1] == s0, use == s0
+            if views.any():
+                out[views] = apply_intervals(mu[views], grid[rows], table[rows, :-1], "neyman",
+                                             percentiles)
+        return out
     if method != "neyman":
         raise InputError(f"unknown interval method {method!r}; choose from {list(METHODS)}")
     p = np.asarray(percentiles, float)

@@ -76,7 +76,7 @@ from dynmass.bundle import REDSHIFT_TOLERANCE, Bundle, load_bundle
 from dynmass.centring import sky_centre
 from dynmass.cosmology import from_astropy
 from dynmass.errors import InputError
-from dynmass.intervals import pct_name
+from dynmass.intervals import belt_ends, pct_name
 from dynmass.members import (  # noqa: F401 (re-exported: the predict API)
     _coordinate_problem,
     _find_column,
@@ -489,9 +489,9 @@ def _mass_flag(row: dict[str, Any], bundle: Bundle) -> bool:
     cal = dom.get("log10_m200c_calibrated") or dom.get("log10_m200c")
     if cal and not cal[0] <= row["log10_m200c_p50"] <= cal[1]:
         return True
-    if bundle.interval.get("method", "neyman") == "neyman" and len(bundle.grid):
+    if bundle.interval.get("method", "neyman") in ("neyman", "neyman_n") and len(bundle.grid):
         eps = 1e-6  # the Neyman interval is clipped to the ends of the belt
-        lo, hi = float(bundle.grid[0]), float(bundle.grid[-1])
+        lo, hi = belt_ends(bundle.grid, bundle.table, bundle.interval["method"], row["n_gal"])
         return bool(row["log10_m200c_p16"] <= lo + eps or row["log10_m200c_p84"] >= hi - eps)
     return False
 

@@ -41,9 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--edge-margin", type=float, default=None,
                    help="calibrated range starts this many dex inside the training mass range "
                    "(default 0.2)")
-    p.add_argument("--interval-method", choices=("neyman", "knn_pred"), default="neyman",
-                   help="neyman: coverage at every true mass (default); knn_pred: residual "
-                   "quantiles at the predicted mass")
+    p.add_argument("--interval-method", choices=("neyman", "neyman_n", "knn_pred"),
+                   default="neyman",
+                   help="neyman: coverage at every true mass (default); neyman_n: one belt per "
+                   "band of galaxies in the cylinder, coverage at every true mass and richness "
+                   "(for models trained over randomised surveys); knn_pred: residual quantiles "
+                   "at the predicted mass")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the pseudo-folds and of the bootstrap errors (default 0)")
     p.set_defaults(func=run)
