@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from dynmass._io import atomic_write_text, to_json
-from dynmass.errors import InputError
+from dynmass.errors import InputError, SettingsMismatchError
+from dynmass.observing import check_same_observing
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +387,14 @@ def check_same_observations(runs: Sequence[Run]) -> None:
                 f"'{ref.name}' from {a[:12]}...; compare runs made from the same observations",
                 path=where, column="observations_sha256")
         sa, sb = ref.settings.get("obs_settings"), run.settings.get("obs_settings")
+        if sa is not None and sb is not None:
+            try:  # the observing setups first (one rule: ObservingSetup.compatible_with)
+                check_same_observing(sb, sa, f"run '{ref.name}'", where)
+            except SettingsMismatchError as exc:
+                raise InputError(
+                    f"run '{run.name}' has other observation settings than run '{ref.name}' "
+                    f"(differ in ['{exc.column}']); compare runs made from the same "
+                    "observations", path=where, column="obs_settings") from None
         if sa is not None and sb is not None and to_json(sa) != to_json(sb):
             diff = sorted(k for k in set(sa) | set(sb) if to_json(sa.get(k)) != to_json(sb.get(k)))
             raise InputError(

@@ -1,0 +1,212 @@
+"""How masses hold on other skies: bias, scatter and interval coverage of bundled models on
+independent universes seen through other surveys.
+
+Conditions (each an ``observe`` of an independent universe, views flat in log M, hosts from
+M200c = 1e13 Msun/h, views with >= 10 galaxies):
+
+* ``r=<rate>``: every galaxy targeted with a fixed probability (1, 0.5, 0.25, 0.1, 0.05);
+* ``centre=members r=<rate>``: the cylinder centred on the galaxies (the algorithm of
+  ``dynmass predict``) instead of the true halo;
+* ``occupation=<model> r=<rate>``: the same halos populated by another occupation model
+  (``dynmass universe --occupation``), when such a universe is given.
+
+For every model and condition, over views with true log10 M200c in [14, 15] [Msun/h]: the
+median of ``p50 - true`` (dex) overall and in the worst 0.2-dex bin of true mass (bins with
+>= 30 views), the scatter (std and 16-84 half width, dex), and the fraction of views whose
+68% and 95% intervals contain the true mass, overall and the worst bin's distance from
+nominal. Writes ``robustness.json``, ``robustness.md`` and ``robustness.png`` into ``-o``.
+
+Usage::
+
+    python benchmarks/robustness.py --model new=build/new_default_model.h5 \\
+        --model old=src/dynmass/data/default_model.h5 \\
+        --universe build/default-model/universe_103.h5 \\
+        [--alt-universe zheng07=build/robustness/universe_103_zheng07.h5] -o docs/robustness
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RATES = (1.0, 0.5, 0.25, 0.1, 0.05)
+EDGES = np.round(np.arange(14.0, 15.001, 0.2), 3)
+MIN_BIN_VIEWS = 30
+
+
+def conditions(universe: Path, alt: dict[str, Path]) -> list[dict]:
+    """Every (label, universe, setup fields) to observe."""
+    out = [{"label": f"r={r:g}", "universe": universe, "sampling_rate": r, "center": "true"}
+           for r in RATES]
+    out += [{"label": f"centre=members r={r:g}", "universe": universe, "sampling_rate": r,
+             "center": "members"} for r in (1.0, 0.25)]
+    for name, path in alt.items():
+        out += [{"label": f"occupation={name} r={r:g}", "universe": path, "sampling_rate": r,
+                 "center": "true"} for r in (1.0, 0.25)]
+    return out
+
+
+def observed(cond: dict, work: Path, seed: int):
+    """Observations of one condition (cached in ``work``)."""
+    from dynmass.observations import read_observations
+    from dynmass.observe import observe_file
+    from dynmass.observing import ObservingSetup
+
+    name = cond["label"].replace(" ", "_").replace("=", "-")
+    path = work / f"{Path(cond['universe']).stem}_{name}.h5"
+    if not path.exists():
+        setup = ObservingSetup(sampling_rate=cond["sampling_rate"], center=cond["center"])
+        observe_file(cond["universe"], path, setup=setup, flat_mass_function=True,
+                     min_mass=1e13, seed=seed)
+    return read_observations(path)
+
+
+def scores(q: np.ndarray, true: np.ndarray) -> dict:
+    """Bias, scatter and coverage of percentiles ``q`` (n, 5) against ``true``."""
+    d = q[:, 2] - true
+    c68 = (q[:, 1] <= true) & (true <= q[:, 3])
+    c95 = (q[:, 0] <= true) & (true <= q[:, 4])
+    b = np.digitize(true, EDGES) - 1
+    bins = []
+    for i in range(len(EDGES) - 1):
+        s = b == i
+        if s.sum() >= MIN_BIN_VIEWS:
+            bins.append({"lo": float(EDGES[i]), "n": int(s.sum()),
+                         "median": float(np.median(d[s])), "cov68": float(c68[s].mean()),
+                         "cov95": float(c95[s].mean())})
+    worst = max(bins, key=lambda x: abs(x["median"])) if bins else None
+    return {
+        "n": int(len(true)), "median": float(np.median(d)) if len(d) else float("nan"),
+        "std": float(np.std(d)) if len(d) else float("nan"),
+        "half_width_16_84": float(np.diff(np.percentile(d, [16, 84]))[0] / 2) if len(d)
+        else float("nan"),
+        "cov68": float(c68.mean()) if len(d) else float("nan"),
+        "cov95": float(c95.mean()) if len(d) else float("nan"),
+        "worst_bin_median": worst["median"] if worst else None,
+        "worst_bin_lo": worst["lo"] if worst else None,
+        "worst_cov68_dev": max((abs(x["cov68"] - 0.68) for x in bins), default=None),
+        "worst_cov95_dev": max((abs(x["cov95"] - 0.95) for x in bins), default=None),
+        "bins": bins,
+    }
+
+
+def run(models: dict[str, Path], universe: Path, alt: dict[str, Path], out: Path,
+        seed: int = 7) -> dict:
+    """Score every model on every condition; write the JSON, table and figure."""
+    from dynmass.bundle import load_bundle
+
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "views"
+    work.mkdir(exist_ok=True)
+    bundles = {k: load_bundle(v) for k, v in models.items()}
+    result: dict = {"models": {k: str(v) for k, v in models.items()}, "universe": str(universe),
+                    "alt_universes": {k: str(v) for k, v in alt.items()}, "conditions": {}}
+    for cond in conditions(universe, alt):
+        t0 = time.perf_counter()
+        obs = observed(cond, work, seed)
+        true = obs.log10_m200c()
+        keep = (obs.n_gal >= 10) & (true >= 14.0) & (true < 15.0)
+        row = {"n_views": int(obs.n_views), "median_n_gal": float(np.median(obs.n_gal[keep]))}
+        for name, bundle in bundles.items():
+            res = bundle.predict(obs)
+            q = np.column_stack([res[f"log10_m200c_{p}"]
+                                 for p in ("p2_5", "p16", "p50", "p84", "p97_5")])
+            row[name] = scores(q[keep], true[keep])
+        row["seconds"] = time.perf_counter() - t0
+        result["conditions"][cond["label"]] = row
+        print(cond["label"], {k: round(row[k]["median"], 3) for k in bundles}, file=sys.stderr)
+    (out / "robustness.json").write_text(json.dumps(result, indent=1))
+    (out / "robustness.md").write_text(table(result, list(bundles)))
+    figure(result, list(bundles), out / "robustness.png")
+    return result
+
+
+def table(result: dict, names: list[str]) -> str:
+    """Markdown table: rows models, columns conditions; cells bias / scatter / coverage."""
+    conds = list(result["conditions"])
+    lines = ["| model | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for name in names:
+        cells = []
+        for c in conds:
+            s = result["conditions"][c][name]
+            cells.append(f"{s['median']:+.3f} (worst bin {s['worst_bin_median']:+.3f}); "
+                         f"std {s['std']:.3f}; 68/95% {100 * s['cov68']:.0f}/"
+                         f"{100 * s['cov95']:.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    n = [f"{result['conditions'][c]['median_n_gal']:.0f}" for c in conds]
+    lines.append("| median galaxies per view | " + " | ".join(n) + " |")
+    head = ("Median of p50 - true log10 M200c (dex) over views with 10^14-10^15 Msun/h and >= 10 "
+            "galaxies (worst 0.2-dex bin of true mass in brackets), scatter (std, dex) and "
+            "68%/95% interval coverage (%), by observing condition.\n\n")
+    return head + "\n".join(lines) + "\n"
+
+
+def figure(result: dict, names: list[str], path: Path) -> None:
+    """Median shift and coverage against sampling rate, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    rates = [r for r in RATES if f"r={r:g}" in result["conditions"]]
+    for name in names:
+        s = [result["conditions"][f"r={r:g}"][name] for r in rates]
+        axes[0].plot(rates, [x["median"] for x in s], "o-", label=name)
+        axes[0].plot(rates, [x["worst_bin_median"] for x in s], "o:", mfc="none",
+                     color=axes[0].lines[-1].get_color())
+        axes[1].plot(rates, [x["cov68"] for x in s], "o-", label=f"{name} 68%")
+        axes[1].plot(rates, [x["cov95"] for x in s], "s--", label=f"{name} 95%",
+                     color=axes[1].lines[-1].get_color())
+    axes[0].axhspan(-0.03, 0.03, color="0.85")
+    axes[0].set(xscale="log", xlabel="sampling rate", ylabel="median p50 - true [dex]",
+                title="bias at fixed true mass (dotted: worst 0.2-dex bin)")
+    axes[1].axhline(0.68, color="0.5", ls=":")
+    axes[1].axhline(0.95, color="0.5", ls=":")
+    axes[1].set(xscale="log", xlabel="sampling rate", ylabel="coverage", title="intervals")
+    other = [c for c in result["conditions"] if not c.startswith("r=")]
+    x = np.arange(len(other))
+    for k, name in enumerate(names):
+        axes[2].bar(x + 0.8 * k / len(names), [result["conditions"][c][name]["median"]
+                                               for c in other], 0.8 / len(names), label=name)
+    axes[2].axhspan(-0.03, 0.03, color="0.85")
+    axes[2].set_xticks(x + 0.4 - 0.4 / len(names), other, rotation=20, ha="right", fontsize=8)
+    axes[2].set(ylabel="median p50 - true [dex]", title="other centres and occupations")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pairs(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not path:
+            name, path = Path(item).stem, item
+        out[name] = Path(path)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", action="append", required=True, help="NAME=BUNDLE.h5")
+    p.add_argument("--universe", type=Path, required=True, help="independent universe file")
+    p.add_argument("--alt-universe", action="append", default=[],
+                   help="NAME=UNIVERSE.h5: the same halos, another occupation model")
+    p.add_argument("--seed", type=int, default=7, help="observe seed (default 7)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    a = p.parse_args(argv)
+    run(_pairs(a.model), a.universe, _pairs(a.alt_universe), a.output, a.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
