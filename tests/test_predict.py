@@ -420,14 +420,20 @@ def test_redshift_extrapolation_when_allowed_is_flagged(bundle):
         sel = members[members["cluster_id"] == cid]
         R, v = sky_to_rv(sel["ra"], sel["dec"], sel["z"], centres[cid], COSMO)
         ref = bundle.predict(from_views([cut(R, v, bundle.obs_settings)], bundle.obs_settings))
+        d = dp.redshift_correction_dex(out["z"][i], bundle.obs_settings["redshift"], COSMO)
+        assert out["redshift_correction_dex"][i] == pytest.approx(d, abs=1e-12)
         for p in ("p2_5", "p16", "p50", "p84", "p97_5"):
-            assert out[f"log10_m200c_{p}"][i] == pytest.approx(ref[f"log10_m200c_{p}"][0],
+            assert out[f"log10_m200c_{p}"][i] == pytest.approx(ref[f"log10_m200c_{p}"][0] + d,
                                                                abs=1e-12)
-    # the far cluster's mass is the one the model gives its views (only the label is new)
+    # the far cluster's mass is the one the model gives its views, moved by the self-similar
+    # E(z) term (Evrard et al. 2008) from the training redshift to its own
     sel = members[members["cluster_id"] == "far"]
     R, v = sky_to_rv(sel["ra"], sel["dec"], sel["z"], centres["far"], COSMO)
     ref = bundle.predict(from_views([cut(R, v, bundle.obs_settings)], bundle.obs_settings))
-    assert out["log10_m200c_p50"][2] == pytest.approx(ref["log10_m200c_p50"][0], abs=1e-12)
+    d = dp.redshift_correction_dex(0.45, bundle.obs_settings["redshift"], COSMO)
+    assert d == pytest.approx(np.log10(COSMO.efunc(0.117) / COSMO.efunc(0.45)))
+    assert -0.09 < d < -0.07  # E(0.45)/E(0.117) for MDPL2
+    assert out["log10_m200c_p50"][2] == pytest.approx(ref["log10_m200c_p50"][0] + d, abs=1e-12)
 
 
 def test_estimated_centre_redshift_is_checked(bundle):

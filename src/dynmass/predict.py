@@ -311,6 +311,9 @@ def predict_members(
         view_row.append(len(rows) - 1)
 
     _predict_views(bundle, views, view_row, rows, obs_settings)
+    z_train = obs_settings.get("redshift")
+    for row in rows:
+        _correct_redshift(row, bundle, z_train, cosmo)
     h = float(cosmo.h)
     for row in rows:
         for p in bundle.percentiles:
@@ -405,7 +408,8 @@ def _empty_row(cid: str, bundle: Bundle) -> dict[str, Any]:
     row: dict[str, Any] = {
         "cluster_id": cid, "ra": np.nan, "dec": np.nan, "z": np.nan, "center_source": "",
         "n_gal": 0, "sigma_v": np.nan, "log10_m200c_mean": np.nan,
-        "log10_m200c_fold_std": np.nan, "flags": "", "error": "", "notes": "",
+        "log10_m200c_fold_std": np.nan, "redshift_correction_dex": np.nan, "flags": "",
+        "error": "", "notes": "",
     }
     for p in bundle.percentiles:
         row[f"log10_m200c_{pct_name(p)}"] = np.nan
@@ -416,7 +420,8 @@ def _columns(bundle: Bundle) -> list[str]:
     pcts = [pct_name(p) for p in bundle.percentiles]
     return (["cluster_id", "ra", "dec", "z", "center_source", "n_gal", "sigma_v"]
             + [f"log10_m200c_{p}" for p in pcts] + [f"log10_m200c_msun_{p}" for p in pcts]
-            + ["log10_m200c_mean", "log10_m200c_fold_std", "flags", "error", "notes"])
+            + ["log10_m200c_mean", "log10_m200c_fold_std", "redshift_correction_dex", "flags",
+               "error", "notes"])
 
 
 def _predict_views(bundle, views, view_row, rows, obs_settings) -> None:
@@ -441,6 +446,45 @@ def _predict_views(bundle, views, view_row, rows, obs_settings) -> None:
             row = rows[view_row[i]]
             for key, arr in res.items():
                 row[key] = float(arr[j])
+
+
+def redshift_correction_dex(z: float, z_train: float, cosmo: Any) -> float:
+    """Self-similar shift of log10 M200c [dex] from the training redshift to the cluster's.
+
+    At fixed M200c the velocity dispersion scales as ``(E(z) M200c)^(1/3)`` (Evrard et al.
+    2008, ApJ 672, 122, eq. 1 with ``h(z) = H(z) / 100``), so a model trained at ``z_train``
+    reads a cluster at ``z`` as ``M E(z) / E(z_train)``; the correction is
+    ``log10(E(z_train) / E(z))``: 0 at the training redshift, -0.011 dex at z_train + 0.05 and
+    -0.12 dex at z = 0.6 for z_train = 0.117 (MDPL2 cosmology). It removes the first-order
+    evolution only; other redshift effects are why masses outside the validated range are
+    refused or flagged.
+
+    Parameters
+    ----------
+    z : float
+        Cluster redshift.
+    z_train : float
+        Snapshot redshift of the model's training views.
+    cosmo : astropy.cosmology.Cosmology
+        Cosmology of ``E(z) = H(z) / H0``.
+
+    Returns
+    -------
+    float
+        dex, added to every log10 M200c of the cluster.
+    """
+    return float(np.log10(cosmo.efunc(z_train) / cosmo.efunc(z)))
+
+
+def _correct_redshift(row: dict[str, Any], bundle: Bundle, z_train: Any, cosmo: Any) -> None:
+    """Apply :func:`redshift_correction_dex` to a predicted row (0 when z is unknown)."""
+    row["redshift_correction_dex"] = 0.0
+    if z_train is None or not np.isfinite(row["z"]) or not np.isfinite(row["log10_m200c_p50"]):
+        return
+    d = redshift_correction_dex(row["z"], float(z_train), cosmo)
+    row["redshift_correction_dex"] = d
+    for key in [f"log10_m200c_{pct_name(p)}" for p in bundle.percentiles] + ["log10_m200c_mean"]:
+        row[key] += d
 
 
 def _outside(z: float, z_range: list[float] | None) -> bool:
