@@ -12,15 +12,21 @@ from dynmass.errors import InputError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``universe`` subcommand."""
-    from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT
+    from dynmass.universe import (
+        DEFAULT_BOX,
+        DEFAULT_REDSHIFT,
+        OCCUPATIONS,
+        ZHENG07_DEFAULT_THRESHOLD,
+    )
 
     p = sub.add_parser(
         "universe",
         help="build the embedded mock universe (or convert an external catalog) into a catalog file",
         description="Build a periodic mock universe: Tinker et al. 2008 halos on a biased "
-        "log-normal field with linear-theory flows, Leauthaud et al. 2011 galaxies on NFW "
-        "orbits with Jeans velocities. With --from, convert a UniverseMachine, Rockstar hlist "
-        "or generic table catalog instead.",
+        "log-normal field with linear-theory flows, Leauthaud et al. 2011 (or, with "
+        "--occupation zheng07, Zheng et al. 2007) galaxies on NFW orbits with Jeans "
+        "velocities. With --from, convert a UniverseMachine, Rockstar hlist or generic table "
+        "catalog instead.",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="catalog file to write (HDF5)")
     p.add_argument("--box", type=float, default=None,
@@ -35,8 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-mass", type=float, default=1e16, help="highest halo M200c, Msun/h")
     g.add_argument("--grid", type=int, default=None,
                    help="FFT grid nodes per side (default: power of 2 >= box/4 Mpc/h, <= 512)")
+    g.add_argument("--occupation", choices=OCCUPATIONS, default=OCCUPATIONS[0],
+                   help="halo occupation model of the galaxies: leauthaud11 (default; Leauthaud "
+                   "et al. 2011 stellar-mass threshold --mstar-min) or zheng07 (Zheng et al. "
+                   "2007 r-band luminosity threshold --zheng07-threshold; galaxies without "
+                   "stellar masses, no log10_mstar column). Same halos for the same seed")
     g.add_argument("--mstar-min", type=float, default=9.5,
-                   help="galaxy stellar-mass threshold, log10 Msun (default 9.5)")
+                   help="galaxy stellar-mass threshold, log10 Msun (default 9.5; leauthaud11)")
+    g.add_argument("--zheng07-threshold", type=float, default=ZHENG07_DEFAULT_THRESHOLD,
+                   help="r-band absolute-magnitude threshold M_r - 5 log10 h of zheng07: -18 "
+                   "to -22 in steps of 0.5, the Zheng et al. 2007 Table 1 values (default "
+                   f"{ZHENG07_DEFAULT_THRESHOLD:g})")
     g.add_argument("--beta", type=float, default=0.0,
                    help="satellite velocity anisotropy, constant (default 0: isotropic)")
     g.add_argument("--velocity-bias", type=float, default=1.0,
@@ -92,7 +107,7 @@ def _parse_units(text: str | None) -> dict[str, str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or convert, write the catalog, print a one-line JSON summary."""
-    from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT
+    from dynmass.universe import DEFAULT_BOX, DEFAULT_REDSHIFT, OCCUPATIONS
     from dynmass.universe.build import write_universe
 
     cosmo = _parse_cosmology(args.cosmology)
@@ -106,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
             grid=args.grid, mstar_min=args.mstar_min, beta=args.beta,
             velocity_bias=args.velocity_bias, conc_scatter_dex=args.conc_scatter,
             mass_bin_dex=args.mass_bin, unresolved_velocities=not args.no_unresolved_velocities,
+            occupation=args.occupation, zheng07_threshold=args.zheng07_threshold,
         )
         summary = {"output": str(args.output), "n_halos": info["n_halos"],
                    "n_galaxies": info["n_galaxies"]}
@@ -115,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.format is None:
             raise InputError("--from needs --format", path=args.source)
+        if args.occupation != OCCUPATIONS[0]:
+            raise InputError(f"--occupation {args.occupation} applies to the mock universe, "
+                             "not to --from (--hlist-galaxies hod uses leauthaud11)",
+                             column="occupation")
         kw: dict = {"box_size": args.box, "redshift": args.redshift, "cosmology": cosmo,
                     "wrap": args.wrap}
         if args.format == "table":

@@ -6,6 +6,9 @@
   halo densities, linear-theory velocities.
 * :mod:`~dynmass.universe.galaxies`: stellar-mass-threshold occupation (Leauthaud et al. 2011),
   NFW satellites, Jeans velocities with constant anisotropy and velocity bias.
+* :mod:`~dynmass.universe.occupation`: the choice of occupation model (``occupation``
+  setting) and the luminosity-threshold occupation of Zheng et al. 2007 (``"zheng07"``): the
+  same halos, another occupation.
 * :mod:`~dynmass.universe.build`: :func:`build_universe` and the streaming
   :func:`write_universe` (bounded memory).
 * :mod:`~dynmass.universe.validate`: checks against Tinker et al. 2008, Evrard et al. 2008 and
@@ -21,6 +24,11 @@ from typing import Any
 DEFAULT_BOX = 400.0
 DEFAULT_REDSHIFT = 0.117
 
+#: Occupation models of the mock universe (the first is the default) and the default r-band
+#: threshold (M_r - 5 log10 h) of ``"zheng07"``; see :mod:`dynmass.universe.occupation`.
+OCCUPATIONS: tuple[str, ...] = ("leauthaud11", "zheng07")
+ZHENG07_DEFAULT_THRESHOLD = -20.5
+
 _EXPORTS = {
     "UniverseSettings": "dynmass.universe.build",
     "build_universe": "dynmass.universe.build",
@@ -28,6 +36,10 @@ _EXPORTS = {
     "write_universe": "dynmass.universe.build",
     "populate": "dynmass.universe.galaxies",
     "jeans_sigma_r_dimensionless": "dynmass.universe.galaxies",
+    "place_galaxies": "dynmass.universe.galaxies",
+    "populate_zheng07": "dynmass.universe.occupation",
+    "zheng07_mean_occupation": "dynmass.universe.occupation",
+    "zheng07_parameters": "dynmass.universe.occupation",
     "MassFunctionTable": "dynmass.universe.massfunction",
     "dndlnm": "dynmass.universe.massfunction",
     "halo_bias": "dynmass.universe.massfunction",
@@ -36,7 +48,8 @@ _EXPORTS = {
     "check_catalog_file": "dynmass.universe.validate",
 }
 
-__all__ = ["DEFAULT_BOX", "DEFAULT_REDSHIFT", *_EXPORTS]
+__all__ = ["DEFAULT_BOX", "DEFAULT_REDSHIFT", "OCCUPATIONS", "ZHENG07_DEFAULT_THRESHOLD",
+           *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

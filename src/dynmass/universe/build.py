@@ -1,6 +1,11 @@
 """Build the embedded mock universe: halos from the mass function on a biased log-normal field
 with linear-theory flows, populated with galaxies.
 
+The galaxies come from one of two halo occupation models (setting ``occupation``, see
+:mod:`dynmass.universe.occupation`): ``"leauthaud11"`` (default; stellar-mass threshold,
+:func:`dynmass.universe.galaxies.populate`) or ``"zheng07"`` (r-band luminosity threshold,
+:func:`dynmass.universe.occupation.populate_zheng07`). For one seed both give the same halos.
+
 The work is done per halo-mass bin (default 0.1 dex): the halos of a bin are drawn, placed,
 given velocities and populated before the next bin starts, so the memory in use is the FFT grid
 plus one bin's halos and galaxies. :func:`build_universe` collects the bins into a
@@ -37,6 +42,12 @@ from dynmass.universe.field import (
 )
 from dynmass.universe.galaxies import concentration_200c, populate
 from dynmass.universe.massfunction import MassFunctionTable, halo_bias, r200c_comoving
+from dynmass.universe.occupation import (
+    ZHENG07_DEFAULT_THRESHOLD,
+    check_occupation,
+    occupation_parameters,
+    populate_zheng07,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +76,7 @@ class UniverseSettings:
     mass_bin_dex : float
         Width of the mass bins in which halos are placed with one bias value, dex.
     mstar_min : float
-        Galaxy stellar-mass threshold, log10 Msun.
+        Galaxy stellar-mass threshold, log10 Msun (``occupation="leauthaud11"``).
     beta : float
         Satellite velocity anisotropy (constant).
     velocity_bias : float
@@ -73,12 +84,22 @@ class UniverseSettings:
     conc_scatter_dex : float
         Log-normal scatter of halo concentration at fixed mass, dex.
     smhm_scatter_dex : float
-        Scatter in central stellar mass at fixed halo mass, dex.
+        Scatter in central stellar mass at fixed halo mass, dex (``occupation="leauthaud11"``).
     unresolved_velocities : bool
         Add the linear velocity dispersion of modes finer than the grid to halo velocities.
     fixed_amplitude : bool
         Linear field with fixed mode amplitudes and random phases (Angulo & Pontzen 2016):
         less cosmic variance in two-point statistics of small boxes.
+    occupation : str
+        Halo occupation model of the galaxies: ``"leauthaud11"`` (default; Leauthaud et al.
+        2011 stellar-mass threshold ``mstar_min``, galaxies with ``log10_mstar``) or
+        ``"zheng07"`` (Zheng et al. 2007 r-band luminosity threshold ``zheng07_threshold``,
+        galaxies without ``log10_mstar``); see :mod:`dynmass.universe.occupation`. The halos
+        do not depend on it.
+    zheng07_threshold : float
+        r-band absolute-magnitude threshold, M_r - 5 log10 h, of ``occupation="zheng07"``:
+        one of the Zheng et al. 2007 Table 1 values halotools tabulates, -18 to -22 in steps
+        of 0.5 (default -20.5).
     """
 
     box_size: float = DEFAULT_BOX
@@ -96,9 +117,13 @@ class UniverseSettings:
     smhm_scatter_dex: float = 0.2
     unresolved_velocities: bool = True
     fixed_amplitude: bool = False
+    occupation: str = "leauthaud11"
+    zheng07_threshold: float = ZHENG07_DEFAULT_THRESHOLD
 
     def __post_init__(self) -> None:
         self.cosmology = validate_cosmology(dict(self.cosmology))
+        self.occupation, self.zheng07_threshold = check_occupation(self.occupation,
+                                                                   self.zheng07_threshold)
         checks = [
             ("box_size", self.box_size > 0),
             ("redshift", 0 <= self.redshift < 5),
@@ -124,10 +149,21 @@ class UniverseSettings:
         self.seed = int(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dictionary (JSON-able) of the settings."""
+        """Plain dictionary (JSON-able) of the settings, with ``occupation_parameters`` (the
+        occupation model, its reference and parameters, see
+        :func:`~dynmass.universe.occupation.occupation_parameters`)."""
         d = asdict(self)
         d["generator"] = "dynmass.universe.build_universe"
+        d["occupation_parameters"] = occupation_parameters(
+            self.occupation, mstar_min=self.mstar_min, smhm_scatter_dex=self.smhm_scatter_dex,
+            zheng07_threshold=self.zheng07_threshold)
         return d
+
+    def galaxy_columns(self) -> tuple[str, ...]:
+        """Galaxy columns of a universe with these settings (``log10_mstar`` only for the
+        stellar-mass-threshold occupation)."""
+        props = ("log10_mstar", "r_host") if self.occupation == "leauthaud11" else ("r_host",)
+        return GALAXY_COLUMNS + props
 
 
 def iter_universe_chunks(
@@ -192,12 +228,20 @@ def iter_universe_chunks(
         # populate in pieces of <= _POPULATE_CHUNK halos to bound the galaxy arrays in memory
         for lo in range(0, n, _POPULATE_CHUNK):
             part = {k: v[lo:lo + _POPULATE_CHUNK] for k, v in halos.items()}
-            galaxies = populate(
-                part, box, z, cosmo, rng,
-                mstar_min=s.mstar_min, beta=s.beta, velocity_bias=s.velocity_bias,
-                conc_scatter_dex=s.conc_scatter_dex, smhm_scatter_dex=s.smhm_scatter_dex,
-                concentration_table=conc_tab,
-            )
+            # the halos of this bin are complete: the occupation only changes what follows
+            if s.occupation == "zheng07":
+                galaxies = populate_zheng07(
+                    part, box, z, cosmo, rng,
+                    threshold=s.zheng07_threshold, beta=s.beta, velocity_bias=s.velocity_bias,
+                    conc_scatter_dex=s.conc_scatter_dex, concentration_table=conc_tab,
+                )
+            else:
+                galaxies = populate(
+                    part, box, z, cosmo, rng,
+                    mstar_min=s.mstar_min, beta=s.beta, velocity_bias=s.velocity_bias,
+                    conc_scatter_dex=s.conc_scatter_dex, smhm_scatter_dex=s.smhm_scatter_dex,
+                    concentration_table=conc_tab,
+                )
             log.debug("mass bin %d: %d halos (bias %.2f), %d galaxies", b, len(part["id"]), bias,
                       len(galaxies["x"]))
             yield part, galaxies
@@ -234,13 +278,15 @@ def build_universe(
         Seed; the same seed and settings give the same catalog.
     **settings
         Other fields of :class:`UniverseSettings` (``min_mass``, ``grid``, ``mstar_min``,
-        ``beta``, ``velocity_bias``, ...).
+        ``beta``, ``velocity_bias``, ``occupation``, ``zheng07_threshold``, ...).
 
     Returns
     -------
     Catalog
         Halos (``id, x, y, z, vx, vy, vz, m200c, r200c, bias``) and galaxies (``x, y, z, vx,
-        vy, vz, host_id, is_central, log10_mstar, r_host``) with settings recorded.
+        vy, vz, host_id, is_central, log10_mstar, r_host``; no ``log10_mstar`` for
+        ``occupation="zheng07"``) with settings recorded (``settings["occupation"]``,
+        ``settings["occupation_parameters"]``).
 
     Examples
     --------
@@ -255,6 +301,16 @@ def build_universe(
     (True, 20)
     >>> sorted(cat.galaxies)
     ['host_id', 'is_central', 'log10_mstar', 'r_host', 'vx', 'vy', 'vz', 'x', 'y', 'z']
+
+    The same halos with galaxies of the Zheng et al. 2007 occupation (brighter than
+    M_r - 5 log10 h = -20.5; no stellar masses):
+
+    >>> import numpy as np
+    >>> other = build_universe(box_size=40.0, seed=1, min_mass=1e13, occupation="zheng07")
+    >>> bool(np.array_equal(other.halos["m200c"], cat.halos["m200c"]))
+    True
+    >>> "log10_mstar" in other.galaxies, other.settings["occupation_parameters"]["logM1"]
+    (False, 13.58)
     """
     s = _settings(box_size, redshift, cosmology, seed, settings)
     halo_parts, gal_parts = [], []
@@ -262,7 +318,7 @@ def build_universe(
         halo_parts.append(h)
         gal_parts.append(g)
     halos = _concat(halo_parts, HALO_COLUMNS + ("bias",))
-    galaxies = _concat(gal_parts, GALAXY_COLUMNS + ("log10_mstar", "r_host"))
+    galaxies = _concat(gal_parts, s.galaxy_columns())
     cat = Catalog(halos=halos, galaxies=galaxies, box_size=s.box_size, redshift=s.redshift,
                   cosmology=s.cosmology, seed=s.seed, settings=s.to_dict())
     return cat.validate()
@@ -318,7 +374,7 @@ def write_universe(
     s = _settings(box_size, redshift, cosmology, seed, settings)
     path = Path(path)
     halo_cols = HALO_COLUMNS + ("bias",)
-    gal_cols = GALAXY_COLUMNS + ("log10_mstar", "r_host")
+    gal_cols = s.galaxy_columns()
     n_h = n_g = 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["dynmass_kind"] = "catalog"

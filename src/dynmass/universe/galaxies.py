@@ -1,6 +1,10 @@
 """Galaxies in halos: a stellar-mass-threshold halo occupation model, NFW satellites and
 Jeans-equation velocities.
 
+This is the default occupation model (``occupation="leauthaud11"``) of the mock universe; the
+luminosity-threshold model of Zheng et al. 2007 (``occupation="zheng07"``) is in
+:mod:`dynmass.universe.occupation`. Both place their galaxies with :func:`place_galaxies`.
+
 Ingredients and references
 --------------------------
 * Centrals: stellar mass from the Behroozi et al. 2010 (ApJ 717, 379) stellar-to-halo-mass
@@ -22,6 +26,23 @@ Ingredients and references
   dispersion sqrt(1 - beta) sigma_r per component; all dispersions multiplied by the velocity
   bias. For beta = 0 this is halotools' ``NFWPhaseSpace`` dispersion (tested).
 * Centrals sit at the halo centre with the halo velocity.
+
+Examples
+--------
+Populate two halos of 10^14 and 10^15 Msun/h (centrals at the centres; satellites within
+R200c of their host):
+
+>>> import numpy as np
+>>> from dynmass.cosmology import MDPL2
+>>> from dynmass.universe.galaxies import populate
+>>> from dynmass.universe.massfunction import r200c_comoving
+>>> m = np.array([1e14, 1e15])
+>>> halos = {"id": np.array([0, 1]), "x": np.array([10.0, 60.0]), "y": np.full(2, 50.0),
+...          "z": np.full(2, 50.0), "vx": np.zeros(2), "vy": np.zeros(2), "vz": np.zeros(2),
+...          "m200c": m, "r200c": r200c_comoving(m, 0.117, MDPL2)}
+>>> g = populate(halos, 100.0, 0.117, MDPL2, np.random.default_rng(0))
+>>> int(g["is_central"].sum()), bool(np.all(g["r_host"] <= halos["r200c"][1]))
+(2, True)
 """
 
 from __future__ import annotations
@@ -178,6 +199,10 @@ def _satellite_table(mstar_min: float, redshift: float) -> tuple[np.ndarray, np.
     return thresholds, np.minimum.accumulate(table, axis=1)
 
 
+#: Columns :func:`place_galaxies` returns (every occupation model's galaxies have them).
+GALAXY_PLACEMENT_COLUMNS = ("x", "y", "z", "vx", "vy", "vz", "host_id", "is_central", "r_host")
+
+
 def populate(
     halos: dict[str, np.ndarray],
     box_size: float,
@@ -193,6 +218,14 @@ def populate(
     concentration_table: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Put galaxies in halos: centrals and Poisson satellites above a stellar-mass threshold.
+
+    The occupation of Leauthaud et al. 2011 with the Behroozi et al. 2010 stellar-to-halo-mass
+    relation (module docstring); galaxies are placed by :func:`place_galaxies`. The other
+    occupation model of the mock universe is
+    :func:`dynmass.universe.occupation.populate_zheng07`.
+
+    Random draws, in order: one central stellar mass per halo, the satellite numbers, one
+    uniform per satellite (its stellar mass), then those of :func:`place_galaxies`.
 
     Parameters
     ----------
@@ -257,11 +290,89 @@ def populate(
         frac = table[r] / table[r, 0] if table[r, 0] > 0 else np.zeros_like(table[r])
         # frac decreases from 1 at mstar_min; invert N(>t)/N(>t_min) = u
         log_ms_sat[sel] = np.interp(u[sel], frac[::-1], thresholds[::-1])
-    # ---- satellite phase space
+    # ---- satellite phase space, positions and velocities of every galaxy
+    placed = place_galaxies(
+        halos, has_cen, host_idx, box_size, redshift, cosmo, rng, beta=beta,
+        velocity_bias=velocity_bias, conc_scatter_dex=conc_scatter_dex,
+        concentration_table=concentration_table,
+    )
+    out = {c: placed[c] for c in GALAXY_PLACEMENT_COLUMNS if c != "r_host"}
+    out["log10_mstar"] = np.concatenate(
+        [log_ms_cen[has_cen], log_ms_sat]
+    ).astype(np.float32)
+    out["r_host"] = placed["r_host"]
+    return out
+
+
+def place_galaxies(
+    halos: dict[str, np.ndarray],
+    has_central: np.ndarray,
+    host_idx: np.ndarray,
+    box_size: float,
+    redshift: float,
+    cosmo: dict[str, Any],
+    rng: np.random.Generator,
+    *,
+    beta: float = 0.0,
+    velocity_bias: float = 1.0,
+    conc_scatter_dex: float = 0.16,
+    concentration_table: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Phase-space coordinates of centrals and satellites, whatever the occupation model.
+
+    Centrals sit at the centre of their halo with its velocity. Satellites are drawn from an
+    NFW profile truncated at R200c (concentration from :func:`concentration_200c` with
+    log-normal scatter, Diemer & Joyce 2019) with isotropic directions, and move with the host
+    velocity plus Gaussian velocities of the Jeans dispersion
+    (:func:`jeans_sigma_r_dimensionless`, constant anisotropy ``beta``) times
+    ``velocity_bias``. Every occupation model (:func:`populate`,
+    :func:`dynmass.universe.occupation.populate_zheng07`) places its galaxies here.
+
+    Random draws, in order: one concentration scatter per halo, then per satellite the NFW
+    radius, cos(theta), phi and the three velocity components.
+
+    Parameters
+    ----------
+    halos : dict
+        Halo table with ``id``, ``x``, ``y``, ``z`` (comoving Mpc/h), ``vx``, ``vy``, ``vz``
+        (km/s), ``m200c`` (Msun/h), ``r200c`` (comoving Mpc/h).
+    has_central : numpy.ndarray of bool
+        One entry per halo: whether it hosts a central galaxy.
+    host_idx : numpy.ndarray of int
+        Row in ``halos`` of each satellite's host (one entry per satellite).
+    box_size : float
+        Periodic box side, comoving Mpc/h (satellite positions wrap).
+    redshift : float
+        Redshift (concentrations, physical R200c for V200c).
+    cosmo : dict
+        Cosmological parameters.
+    rng : numpy.random.Generator
+        Random generator.
+    beta : float
+        Constant velocity anisotropy of satellites (0 isotropic, > 0 radial).
+    velocity_bias : float
+        Ratio of satellite to dark-matter velocity dispersion.
+    conc_scatter_dex : float
+        Log-normal scatter of concentration at fixed mass, dex.
+    concentration_table : (log10 M grid, c200c grid), optional
+        Precomputed :func:`concentration_200c` table to interpolate (saves colossus calls).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        :data:`GALAXY_PLACEMENT_COLUMNS`: ``x, y, z`` (comoving Mpc/h), ``vx, vy, vz``
+        (peculiar km/s), ``host_id``, ``is_central`` and ``r_host`` (3D distance to the host
+        centre, comoving Mpc/h); the centrals first (in halo order), then the satellites.
+    """
+    if not (np.isfinite(velocity_bias) and velocity_bias > 0):
+        raise InputError(f"velocity bias {velocity_bias} must be positive", column="velocity_bias")
+    m = np.asarray(halos["m200c"], dtype=float)
+    n_h = m.size
+    host_idx = np.asarray(host_idx, dtype=np.int64)
     if concentration_table is None:
         c_mean = concentration_200c(m, redshift, cosmo)
     else:
-        c_mean = np.interp(log_mh, concentration_table[0], concentration_table[1])
+        c_mean = np.interp(np.log10(m), concentration_table[0], concentration_table[1])
     conc_h = c_mean * 10 ** (
         conc_scatter_dex * rng.standard_normal(n_h)
     )
@@ -285,7 +396,7 @@ def populate(
         + e_p * (sig_t * rng.standard_normal(host_idx.size))[:, None]
     )
     # ---- assemble
-    cen_idx = np.flatnonzero(has_cen)
+    cen_idx = np.flatnonzero(has_central)
     out: dict[str, np.ndarray] = {}
     for k, col in enumerate("xyz"):
         hc = np.asarray(halos[col], dtype=float)
@@ -300,7 +411,6 @@ def populate(
     out["is_central"] = np.concatenate(
         [np.ones(cen_idx.size, bool), np.zeros(host_idx.size, bool)]
     )
-    out["log10_mstar"] = np.concatenate([log_ms_cen[cen_idx], log_ms_sat]).astype(np.float32)
     out["r_host"] = np.concatenate([np.zeros(cen_idx.size), r]).astype(np.float32)
     return out
 
