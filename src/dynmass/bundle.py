@@ -9,9 +9,9 @@ A *bundle* is the self-describing file ``dynmass predict --model`` takes. It hol
 - the **training domain** (log10 M200c, member count, velocity spread and redshift ranges) and
   the **calibrated mass range** over which intervals are claimed, so that predictions outside
   them are flagged;
-- the **validated redshift range** ``domain["redshift_range"]`` (see
-  :func:`validated_redshift_range`): ``dynmass predict`` gives no mass outside it unless asked
-  to extrapolate;
+- the **validated redshift range** ``domain["redshift_range"]`` (see :mod:`dynmass.redshift`,
+  which also says why its tolerance is 0.05): ``dynmass predict`` gives no mass outside it
+  unless asked to extrapolate;
 - the **calibration views** ``(pred, true, host)`` and the belt tabulated from them.
 
 Calibration views are either
@@ -22,30 +22,9 @@ Calibration views are either
 - *held out*: the run's own views, each predicted by the one fold model that did not see its
   halo (single models scatter a little more than the ensemble: slightly conservative).
 
-Interval calibration lives in :mod:`dynmass.intervals`, coverage checks in
-:mod:`dynmass.coverage`.
-
-Validated redshift range
-------------------------
-A model sees the galaxies of one (or, in future, several) snapshot redshifts. It is
-validated at those redshifts +/- :data:`REDSHIFT_TOLERANCE` (= 0.05), clipped at 0: the
-bundle records ``domain["redshift_range"] = [lo, hi]`` (``redshift_tolerance`` and
-``redshift_range_source`` say how it was made); bundles written before it was recorded get it
-derived on load from their training redshift (the file is not rewritten).
-
-Why 0.05: at fixed M200c the velocity dispersion grows as ``(E(z) M200c)^alpha`` with
-alpha = 0.3361 ~ 1/3 (Evrard et al. 2008, ApJ 672, 122), E(z) = H(z) / H0. A model trained at
-z_train that ignores this maps a cluster of mass M at z to ``M E(z) / E(z_train)``: a bias of
-``log10(E(z) / E(z_train))`` dex. With the MDPL2 cosmology (Om0 = 0.307) and z_train = 0.117
-that is +0.0113 dex at z = 0.167 and -0.0109 dex at z = 0.067 (Delta z = +/-0.05; see
-:func:`validated_redshift_range`), a tenth of the shipped model's scatter (0.12 dex) and
-within the +/-0.016 dex median bias its fresh-universe test allows (reached at Delta z = 0.07;
-Delta z = 0.1 gives +0.023 dex). Shifting a 68% interval of half-width 0.055 dex (the
-narrowest belt of the shipped model) by 0.011 dex lowers its coverage from 68.3% to 67.3%.
-The comoving R200c, against the fixed comoving aperture, changes by < 3% over the range. The
-E(z) term is only the leading, known part of the redshift dependence (member selection and
-galaxy populations evolve too, and are not modelled), so the tolerance keeps a margin below
-the 0.07 at which this term alone uses up the bias budget.
+Calibration views are made in :mod:`dynmass.calibration_views`, interval calibration lives
+in :mod:`dynmass.intervals` (the belts in :mod:`dynmass.belts`), the validated redshift range
+in :mod:`dynmass.redshift`, coverage checks in :mod:`dynmass.coverage`.
 
 File format (HDF5)::
 
@@ -109,8 +88,8 @@ from dynmass._io import (
     read_json_attr,
     to_json,
 )
+from dynmass.calibration_views import ensemble_calibration, held_out_calibration
 from dynmass.errors import InputError
-from dynmass.folds import random_host_folds
 from dynmass.intervals import (
     _CAL_FIELDS,
     EDGE_MARGIN,
@@ -129,98 +108,17 @@ from dynmass.models.base import (
     read_model_group,
     write_model_group,
 )
-from dynmass.observations import Observations, read_independent_views, universe_of
-from dynmass.rundir import RunDir, read_predictions
+from dynmass.observations import Observations, universe_of
+from dynmass.redshift import (  # noqa: F401 (re-exported: the bundle API)
+    REDSHIFT_TOLERANCE,
+    _observations_redshifts,
+    _redshift_values,
+    _with_redshift_range,
+    validated_redshift_range,
+)
+from dynmass.rundir import RunDir
 
 log = logging.getLogger(__name__)
-
-#: Half-width of the validated redshift range about each snapshot redshift of the training and
-#: calibration views (see "Validated redshift range" in the module docstring: the E(z)^(1/3)
-#: scaling of sigma at fixed mass biases the mass by at most 0.011 dex within it).
-REDSHIFT_TOLERANCE = 0.05
-
-
-def _redshift_values(*sources: Any) -> list[float]:
-    """Finite redshifts in ``sources`` (each ``None``, a number or a sequence of numbers)."""
-    out: list[float] = []
-    for src in sources:
-        if src is None:
-            continue
-        for z in np.atleast_1d(np.asarray(src, dtype=float)).ravel():
-            if np.isfinite(z):
-                out.append(float(z))
-    return out
-
-
-def validated_redshift_range(
-    redshifts: Any, tolerance: float = REDSHIFT_TOLERANCE
-) -> list[float] | None:
-    """Redshift range over which a model of views at ``redshifts`` is considered validated.
-
-    Parameters
-    ----------
-    redshifts : float, sequence of float or None
-        Snapshot redshifts of the training and calibration views (one for a single-snapshot
-        model; several for a model trained or calibrated at several redshifts).
-    tolerance : float
-        Half-width added on either side (default :data:`REDSHIFT_TOLERANCE`).
-
-    Returns
-    -------
-    list of float or None
-        ``[max(0, min(redshifts) - tolerance), max(redshifts) + tolerance]`` (rounded to 10
-        decimals), or ``None`` when no finite redshift is given.
-
-    Examples
-    --------
-    >>> validated_redshift_range(0.117)
-    [0.067, 0.167]
-    >>> validated_redshift_range([0.02, 0.3, 0.1])
-    [0.0, 0.35]
-    >>> validated_redshift_range(None) is None
-    True
-
-    The mass bias of ignoring the E(z)^alpha scaling of sigma (Evrard et al. 2008) at the
-    ends of the range about z = 0.117, in dex, with the package's cosmology:
-
-    >>> from dynmass.cosmology import MDPL2, to_astropy
-    >>> cosmo = to_astropy(MDPL2)
-    >>> [round(float(np.log10(cosmo.efunc(z) / cosmo.efunc(0.117))), 4) for z in (0.067, 0.167)]
-    [-0.0109, 0.0113]
-    """
-    zs = _redshift_values(redshifts)
-    if not zs:
-        return None
-    return [round(max(0.0, min(zs) - tolerance), 10), round(max(zs) + tolerance, 10)]
-
-
-def _with_redshift_range(domain: dict[str, Any], obs_settings: dict[str, Any]) -> dict[str, Any]:
-    """``domain`` with ``redshift_range`` derived from the training redshift when it lacks one
-    (bundles written before the range was recorded)."""
-    if "redshift_range" in domain:
-        return domain
-    zs = _redshift_values(domain.get("redshift"))
-    if not zs:
-        zs = _redshift_values(obs_settings.get("redshift"))
-    rng = validated_redshift_range(zs)
-    if rng is None:
-        return domain
-    return {**domain, "redshift_range": rng, "redshift_tolerance": REDSHIFT_TOLERANCE,
-            "redshift_range_source": "derived on load from the training redshift (bundle "
-                                     "written before redshift_range was recorded)"}
-
-
-def _observations_redshifts(paths: Sequence[str | os.PathLike]) -> list[float]:
-    """Snapshot redshifts recorded in the settings of observations files (unreadable: none)."""
-    out: list[float] = []
-    for path in paths:
-        try:
-            with open_hdf5(path, kind="observations") as fh:
-                out += _redshift_values(read_json_attr(fh, "settings", path).get("redshift"))
-        except (InputError, OSError, AttributeError) as exc:
-            log.warning("redshift of %s unreadable (%s)", path, exc)
-    return out
-
 
 
 @dataclass
@@ -404,20 +302,6 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         )
 
 
-def held_out_calibration(path: str | os.PathLike) -> Calibration:
-    """Calibration views of a run: its ``predictions.csv`` (held-out predictions, one row per
-    view), read and checked by :func:`dynmass.rundir.read_predictions`."""
-    cols = read_predictions(path)
-    return Calibration(
-        pred=cols["log10_m200c_pred"],
-        true=cols["log10_m200c_true"],
-        fold=cols["fold"],
-        halo_id=cols["halo_id"],
-        los=cols["los"],
-        n_gal=cols["n_gal"],
-    )
-
-
 def _training_views_domain(obs_path: str | os.PathLike | None) -> dict[str, Any]:
     """sigma_v [km/s] and n_gal ranges of the training observations file, if readable."""
     if not obs_path:
@@ -435,69 +319,6 @@ def _training_views_domain(obs_path: str | os.PathLike | None) -> dict[str, Any]
         out["sigma_v"] = [float(sigma.min()), float(sigma.max())]
         out["sigma_v_p1_p99"] = [float(x) for x in np.percentile(sigma, [1, 99])]
     return out
-
-
-def ensemble_calibration(
-    models: Sequence[Estimator],
-    paths: Sequence[str | os.PathLike],
-    obs_settings: dict[str, Any],
-    *,
-    exclude_universes: Sequence[str] = (),
-    n_folds: int = 10,
-    seed: int = 0,
-) -> tuple[Calibration, list[dict[str, Any]]]:
-    """Calibration views from independent mock observations, predicted by the fold ensemble.
-
-    Each view gets the **mean of all fold models**, the very estimator ``dynmass predict``
-    applies to a real cluster, so the belt describes that estimator's errors (not those of a
-    single fold model, which are larger).
-
-    Parameters
-    ----------
-    models : sequence of Estimator
-        Fold models.
-    paths : sequence of path
-        Observations files (``dynmass observe``) of universes the models never saw.
-    obs_settings : dict
-        Observe settings of the training views; the files must match them.
-    exclude_universes : sequence of str
-        ``universe_sha256`` values the files must not come from (the training universe).
-    n_folds : int
-        Pseudo-folds (per host, seeded) for cross-fitted coverage checks.
-    seed : int
-        Seed of the pseudo-folds.
-
-    Returns
-    -------
-    Calibration, list of dict
-        The views, and one record per file (path, sha256 of its universe, views, hosts).
-
-    Raises
-    ------
-    InputError, SettingsMismatchError
-        Unreadable file, views observed otherwise, or views of an excluded universe.
-    """
-    parts, records = [], []
-    used = set(exclude_universes)
-    for i, path in enumerate(paths):
-        obs = read_independent_views(path, obs_settings, used, "calibration")
-        true = obs.log10_m200c()
-        uni = universe_of(obs.settings)
-        pred = ensemble_predictions(models, obs, path).mean(axis=0)
-        parts.append(dict(pred=pred, true=true, halo_id=np.asarray(obs.clusters["halo_id"], np.int64),
-                          los=np.asarray(obs.clusters["los"], np.int64),
-                          n_gal=np.asarray(obs.n_gal, np.int64),
-                          source=np.full(obs.n_views, i, np.int64)))
-        records.append({"path": str(path), "universe_sha256": uni, "n_views": int(obs.n_views),
-                        "n_hosts": int(np.unique(obs.clusters["halo_id"]).size),
-                        "universe_file": obs.settings.get("universe_file"),
-                        "observe_seed": obs.settings.get("seed")})
-    if not parts:
-        raise InputError("no calibration observations given")
-    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    cal = Calibration(fold=np.zeros(len(cols["pred"]), np.int64), **cols)
-    cal.fold = random_host_folds(cal.host, n_folds, seed)
-    return cal, records
 
 
 def make_bundle(

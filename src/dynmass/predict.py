@@ -26,7 +26,7 @@ was trained on get ``flags`` (see :data:`FLAG_DOC`).
 
 **Redshift.** A cluster whose centre redshift lies outside the model's validated redshift
 range (:attr:`dynmass.bundle.Bundle.redshift_range`: the snapshot redshifts of its training
-and calibration views +/- :data:`REDSHIFT_TOLERANCE`, see :mod:`dynmass.bundle`) gets **no
+and calibration views +/- :data:`REDSHIFT_TOLERANCE`, see :mod:`dynmass.redshift`) gets **no
 mass** by default: its ``error`` says so, with the range. With ``allow_extrapolation=True``
 (``dynmass predict --allow-extrapolation``) its mass is computed and its ``flags`` hold
 ``extrapolated_redshift``, so no mass outside the validated range is given without the row
@@ -72,11 +72,11 @@ from typing import Any
 import numpy as np
 
 from dynmass._io import atomic_path, atomic_write_json, file_sha256, provenance
-from dynmass.bundle import REDSHIFT_TOLERANCE, Bundle, load_bundle
+from dynmass.bundle import Bundle, load_bundle
 from dynmass.centring import sky_centre
 from dynmass.cosmology import from_astropy
 from dynmass.errors import InputError
-from dynmass.intervals import belt_ends, pct_name
+from dynmass.intervals import pct_name
 from dynmass.members import (  # noqa: F401 (re-exported: the predict API)
     _coordinate_problem,
     _find_column,
@@ -88,28 +88,25 @@ from dynmass.members import (  # noqa: F401 (re-exported: the predict API)
     read_table,
     sky_to_rv,
 )
-from dynmass.observations import from_views
 from dynmass.observing import ObservingSetup
+from dynmass.predict_table import (  # noqa: F401 (FLAG_DOC re-exported: the predict API)
+    FLAG_DOC,
+    _columns,
+    _empty_row,
+    _flags,
+    _predict_views,
+)
+from dynmass.redshift import (  # noqa: F401 (re-exported: the predict API)
+    REDSHIFT_TOLERANCE,
+    _correct_redshift,
+    _redshift_check,
+    redshift_correction_dex,
+)
 
 log = logging.getLogger(__name__)
 
 #: Fewest galaxies in the cylinder for which a mass is attempted at all.
 HARD_MIN_GALAXIES = 3
-#: What each flag means.
-FLAG_DOC: dict[str, str] = {
-    "extrapolated_redshift": "cluster redshift outside the model's validated redshift range "
-                             "(training/calibration snapshot redshifts +/- "
-                             f"{REDSHIFT_TOLERANCE}); the mass was computed only because "
-                             "extrapolation was allowed (--allow-extrapolation) and is not "
-                             "validated",
-    "n_gal": "number of galaxies in the cylinder outside the training range",
-    "sigma_v": "velocity spread (std of v, km/s) outside the training range",
-    "few_members": "fewer galaxies than the training minimum (min_members)",
-    "mass": "median mass outside the calibrated mass range (where interval coverage was "
-            "checked), or 68% interval reaching the end of the belt (truncated there; the "
-            "true mass may lie beyond it)",
-    "center_estimated": "centre estimated from members while the model trained on true centres",
-}
 DEFAULT_MODEL_RESOURCE = "data/default_model.h5"
 
 
@@ -402,142 +399,6 @@ def _cluster_rv(mode, d, idx, centre, setup, cosmo, skip_bad_rows):
         note = f"skipped {_rows_text(idx[bad])}: R or v missing, non-finite or R < 0"
     centre = centre if centre is not None else (np.nan, np.nan, np.nan)
     return R[~bad], v[~bad], centre, "given R, v", note
-
-
-def _empty_row(cid: str, bundle: Bundle) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "cluster_id": cid, "ra": np.nan, "dec": np.nan, "z": np.nan, "center_source": "",
-        "n_gal": 0, "sigma_v": np.nan, "log10_m200c_mean": np.nan,
-        "log10_m200c_fold_std": np.nan, "redshift_correction_dex": np.nan, "flags": "",
-        "error": "", "notes": "",
-    }
-    for p in bundle.percentiles:
-        row[f"log10_m200c_{pct_name(p)}"] = np.nan
-    return row
-
-
-def _columns(bundle: Bundle) -> list[str]:
-    pcts = [pct_name(p) for p in bundle.percentiles]
-    return (["cluster_id", "ra", "dec", "z", "center_source", "n_gal", "sigma_v"]
-            + [f"log10_m200c_{p}" for p in pcts] + [f"log10_m200c_msun_{p}" for p in pcts]
-            + ["log10_m200c_mean", "log10_m200c_fold_std", "redshift_correction_dex", "flags",
-               "error", "notes"])
-
-
-def _predict_views(bundle, views, view_row, rows, obs_settings) -> None:
-    """Predict all good clusters at once; on failure, one at a time to isolate the culprit."""
-    if not views:
-        return
-    obs = from_views(views, dict(obs_settings))
-    try:
-        results = [bundle.predict(obs)]
-        groups = [list(range(len(views)))]
-    except Exception as exc:  # a model may fail on one odd cluster; isolate it
-        log.warning("batch prediction failed (%s); predicting clusters one by one", exc)
-        results, groups = [], []
-        for i in range(len(views)):
-            try:
-                results.append(bundle.predict(obs.subset([i])))
-                groups.append([i])
-            except Exception as one_exc:
-                rows[view_row[i]]["error"] = f"model failed: {type(one_exc).__name__}: {one_exc}"
-    for res, group in zip(results, groups, strict=True):
-        for j, i in enumerate(group):
-            row = rows[view_row[i]]
-            for key, arr in res.items():
-                row[key] = float(arr[j])
-
-
-def redshift_correction_dex(z: float, z_train: float, cosmo: Any) -> float:
-    """Self-similar shift of log10 M200c [dex] from the training redshift to the cluster's.
-
-    At fixed M200c the velocity dispersion scales as ``(E(z) M200c)^(1/3)`` (Evrard et al.
-    2008, ApJ 672, 122, eq. 1 with ``h(z) = H(z) / 100``), so a model trained at ``z_train``
-    reads a cluster at ``z`` as ``M E(z) / E(z_train)``; the correction is
-    ``log10(E(z_train) / E(z))``: 0 at the training redshift, -0.011 dex at z_train + 0.05 and
-    -0.12 dex at z = 0.6 for z_train = 0.117 (MDPL2 cosmology). It removes the first-order
-    evolution only; other redshift effects are why masses outside the validated range are
-    refused or flagged.
-
-    Parameters
-    ----------
-    z : float
-        Cluster redshift.
-    z_train : float
-        Snapshot redshift of the model's training views.
-    cosmo : astropy.cosmology.Cosmology
-        Cosmology of ``E(z) = H(z) / H0``.
-
-    Returns
-    -------
-    float
-        dex, added to every log10 M200c of the cluster.
-    """
-    return float(np.log10(cosmo.efunc(z_train) / cosmo.efunc(z)))
-
-
-def _correct_redshift(row: dict[str, Any], bundle: Bundle, z_train: Any, cosmo: Any) -> None:
-    """Apply :func:`redshift_correction_dex` to a predicted row (0 when z is unknown)."""
-    row["redshift_correction_dex"] = 0.0
-    if z_train is None or not np.isfinite(row["z"]) or not np.isfinite(row["log10_m200c_p50"]):
-        return
-    d = redshift_correction_dex(row["z"], float(z_train), cosmo)
-    row["redshift_correction_dex"] = d
-    for key in [f"log10_m200c_{pct_name(p)}" for p in bundle.percentiles] + ["log10_m200c_mean"]:
-        row[key] += d
-
-
-def _outside(z: float, z_range: list[float] | None) -> bool:
-    """True when redshift ``z`` is known and lies outside ``z_range``."""
-    return z_range is not None and bool(np.isfinite(z)) and not z_range[0] <= z <= z_range[1]
-
-
-def _redshift_check(z: float, z_range: list[float] | None,
-                    allow_extrapolation: bool) -> tuple[str, str]:
-    """``(error, note)`` of the redshift check of one cluster (empty strings: none)."""
-    if z_range is None:
-        return "", "the model records no training redshift: redshift not checked"
-    span = f"[{z_range[0]:.4g}, {z_range[1]:.4g}]"
-    if not np.isfinite(z):
-        return "", (f"redshift unknown (R, v given without a centre redshift): not checked "
-                    f"against the model's validated range {span}")
-    if _outside(z, z_range) and not allow_extrapolation:
-        return (f"redshift z={z:.4g} outside the model's validated range {span}; use "
-                "--allow-extrapolation (allow_extrapolation=True) to get a mass anyway"), ""
-    return "", ""
-
-
-def _flags(row: dict[str, Any], bundle: Bundle, min_members: int,
-           z_range: list[float] | None) -> list[str]:
-    dom = bundle.domain
-    flags = []
-    if _outside(row["z"], z_range):
-        flags.append("extrapolated_redshift")
-    if dom.get("n_gal") and not dom["n_gal"][0] <= row["n_gal"] <= dom["n_gal"][1]:
-        flags.append("n_gal")
-    sv = dom.get("sigma_v")
-    if sv and not sv[0] <= row["sigma_v"] <= sv[1]:
-        flags.append("sigma_v")
-    if row["n_gal"] < min_members:
-        flags.append("few_members")
-    if np.isfinite(row["log10_m200c_p50"]) and _mass_flag(row, bundle):
-        flags.append("mass")
-    if row["center_source"] == "estimated" and bundle.obs_settings.get("center", "true") == "true":
-        flags.append("center_estimated")
-    return flags
-
-
-def _mass_flag(row: dict[str, Any], bundle: Bundle) -> bool:
-    """True when the median lies outside the calibrated range or the 68% interval is clipped."""
-    dom = bundle.domain
-    cal = dom.get("log10_m200c_calibrated") or dom.get("log10_m200c")
-    if cal and not cal[0] <= row["log10_m200c_p50"] <= cal[1]:
-        return True
-    if bundle.interval.get("method", "neyman") in ("neyman", "neyman_n") and len(bundle.grid):
-        eps = 1e-6  # the Neyman interval is clipped to the ends of the belt
-        lo, hi = belt_ends(bundle.grid, bundle.table, bundle.interval["method"], row["n_gal"])
-        return bool(row["log10_m200c_p16"] <= lo + eps or row["log10_m200c_p84"] >= hi - eps)
-    return False
 
 
 def write_masses(result, path: str | os.PathLike) -> Path:

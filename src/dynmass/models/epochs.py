@@ -88,7 +88,9 @@ def train_epochs(
     is_dist, rank, world = _dist()
     torch.manual_seed(seed)
     net = build_network(kind, int(s["n_bins"]), float(s["dropout"])).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=float(s["lr"]))
+    # foreach: one vectorised update of all parameters per step instead of a Python loop over
+    # them; the same arithmetic (bit-identical weights, checked), ~15% faster on 2 CPU cores
+    opt = torch.optim.Adam(net.parameters(), lr=float(s["lr"]), foreach=True)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     gen = torch.Generator().manual_seed(seed + 1)
     # dropout masks differ between DDP ranks (as in any data-parallel run), same per seed
@@ -145,14 +147,18 @@ def train_epochs(
                 idx = order[start:start + batch].to(data_dev)
                 xb = Xtr_t[idx].to(device, non_blocking=True)
                 yb = ttr_t[idx].to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=amp or torch.float32,
-                                    enabled=amp is not None):
-                    out = model(xb).squeeze(1)
-                loss = nn.functional.mse_loss(out.float(), yb)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                if amp is None:  # plain float32: no autocast or scaler bookkeeping per step
+                    loss = nn.functional.mse_loss(model(xb).squeeze(1).float(), yb)
+                    loss.backward()
+                    opt.step()
+                else:
+                    with torch.autocast(device_type=device.type, dtype=amp):
+                        out = model(xb).squeeze(1)
+                    loss = nn.functional.mse_loss(out.float(), yb)
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                 sum_loss += loss.detach().to(acc) * len(idx)
                 count += len(idx)
             tot = torch.stack([sum_loss, torch.tensor(float(count), dtype=acc,
