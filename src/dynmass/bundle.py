@@ -48,7 +48,8 @@ its held-out views, read back and applied to the three views of one host:
 >>> from pathlib import Path
 >>> import numpy as np
 >>> from dynmass.bundle import load_bundle, make_bundle
->>> from dynmass.observations import write_observations
+>>> from dynmass.observing import ObservingSetup
+from dynmass.observations import write_observations
 >>> from dynmass.testing.runs import write_fold_run
 >>> from dynmass.testing.worlds import cylinder_views
 >>> tmp = Path(tempfile.mkdtemp())
@@ -109,6 +110,7 @@ from dynmass.models.base import (
     write_model_group,
 )
 from dynmass.observations import Observations, universe_of
+from dynmass.observing import ObservingSetup
 from dynmass.redshift import (  # noqa: F401 (re-exported: the bundle API)
     REDSHIFT_TOLERANCE,
     _observations_redshifts,
@@ -414,6 +416,9 @@ def make_bundle(
                                        "views +/- redshift_tolerance")
     domain["log10_m200c_calibrated"] = calibrated_range(cal.true, host, training_range,
                                                         min_hosts, edge_margin)
+    # the survey the training views were seen through (fixed values or per-view draws)
+    domain["survey"] = ObservingSetup.from_settings(obs_settings).survey_settings()
+    domain["center"] = obs_settings.get("center", "true")
     grid, table = intervals.calibrate(cal.pred, cal.true, method, k_neighbors, percentiles, host,
                                       min_hosts, max_halfwidth, n_gal=cal.n_gal)
     k = default_k_neighbors(len(cal.pred)) if k_neighbors is None else int(k_neighbors)
