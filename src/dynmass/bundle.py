@@ -48,8 +48,7 @@ its held-out views, read back and applied to the three views of one host:
 >>> from pathlib import Path
 >>> import numpy as np
 >>> from dynmass.bundle import load_bundle, make_bundle
->>> from dynmass.observing import ObservingSetup
-from dynmass.observations import write_observations
+>>> from dynmass.observations import write_observations
 >>> from dynmass.testing.runs import write_fold_run
 >>> from dynmass.testing.worlds import cylinder_views
 >>> tmp = Path(tempfile.mkdtemp())
