@@ -96,13 +96,14 @@ def scores(q: np.ndarray, true: np.ndarray) -> dict:
 
 
 def run(models: dict[str, Path], universe: Path, alt: dict[str, Path], out: Path,
-        seed: int = 7) -> dict:
-    """Score every model on every condition; write the JSON, table and figure."""
+        seed: int = 7, work: Path | None = None) -> dict:
+    """Score every model on every condition; write the JSON, table and figure (views are
+    cached in ``work``, default ``out/views``)."""
     from dynmass.bundle import load_bundle
 
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "views"
-    work.mkdir(exist_ok=True)
+    work = out / "views" if work is None else Path(work)
+    work.mkdir(parents=True, exist_ok=True)
     bundles = {k: load_bundle(v) for k, v in models.items()}
     result: dict = {"models": {k: str(v) for k, v in models.items()}, "universe": str(universe),
                     "alt_universes": {k: str(v) for k, v in alt.items()}, "conditions": {}}
@@ -203,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="NAME=UNIVERSE.h5: the same halos, another occupation model")
     p.add_argument("--seed", type=int, default=7, help="observe seed (default 7)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder for the observed views (default OUTPUT/views)")
     a = p.parse_args(argv)
-    run(_pairs(a.model), a.universe, _pairs(a.alt_universe), a.output, a.seed)
+    run(_pairs(a.model), a.universe, _pairs(a.alt_universe), a.output, a.seed, a.work)
     return 0
 
 

@@ -45,9 +45,12 @@ TOYS = {"cold": (350.0, 15, 5), "warm": (650.0, 60, 10), "hot": (1000.0, 200, 20
 #: Toy clusters of each kind in the ordering test (the shipped CNN scatters by ~0.25 dex on
 #: one toy cluster; the medians of 20 order robustly).
 N_PER_KIND = 20
-#: A poor group (far below the calibrated range; no interlopers, which would inflate its
-#: sigma_v) and a cluster in the middle of the calibrated range.
-POOR, NORMAL = (250.0, 8, 0), (750.0, 200, 2)
+#: A poor, cold group (sigma_v 150 km/s: about 10^12.4 Msun/h, far below the calibrated
+#: range; no interlopers, which would inflate its sigma_v) and a cluster in the middle of the
+#: calibrated range with as many galaxies as mock clusters of its mass have. The shipped model
+#: reads mass from the dynamics only and inverts it with the belt of the cluster's richness
+#: band, so a group is "poor" by its velocities, not by its number of galaxies.
+POOR, NORMAL = (150.0, 8, 0), (750.0, 80, 4)
 
 
 @functools.cache
@@ -90,32 +93,38 @@ def ordering_stats(seed: int, broken: str | None = None) -> dict[str, float]:
             "median_p50_hot_minus_warm": med["hot"] - med["warm"]}
 
 
+#: Poor groups and normal clusters per seed in the flag check.
+N_FLAG = 10
+
+
 @functools.cache
 def flag_result(seed: int, broken: str | None = None):
-    """Default-model masses of a :data:`POOR` group and a :data:`NORMAL` cluster (draws of
-    seed ``seed``). ``broken``: ``"constant"`` uses :func:`constant_bundle`, ``"swapped"``
-    draws each as the other."""
-    spec = ({"poor": NORMAL, "normal": POOR} if broken == "swapped"
-            else {"poor": POOR, "normal": NORMAL})
+    """Default-model masses of :data:`N_FLAG` :data:`POOR` groups and :data:`NORMAL` clusters
+    (draws of seed ``seed``). ``broken``: ``"constant"`` uses :func:`constant_bundle`,
+    ``"swapped"`` draws each as the other."""
+    poor, normal = (NORMAL, POOR) if broken == "swapped" else (POOR, NORMAL)
+    spec = {**{f"poor_{i}": poor for i in range(N_FLAG)},
+            **{f"normal_{i}": normal for i in range(N_FLAG)}}
     bundle = constant_bundle() if broken == "constant" else shipped_bundle()
     out = predict_members(_members(np.random.default_rng(seed), spec), bundle)
     return {str(r["cluster_id"]): r for r in out}
 
 
 def flag_stats(seed: int, broken: str | None = None) -> dict[str, float]:
-    """Median of the poor group minus the lower end of the calibrated range (dex; below:
-    flagged), distance of the normal cluster's median to the nearer end of the calibrated
-    range and of its 68% interval to the nearer end of the belt (dex; above 0: not flagged)."""
+    """Fraction of the poor groups flagged ``mass`` and of the normal clusters not flagged
+    ``mass``, and the median distance of the normal clusters' medians to the nearer end of the
+    calibrated range (dex)."""
     out = flag_result(seed, broken)
-    bundle = shipped_bundle()
-    lo, hi = bundle.domain["log10_m200c_calibrated"]
-    g_lo, g_hi = float(bundle.grid[0]), float(bundle.grid[-1])
-    poor, normal = out["poor"], out["normal"]
-    return {"poor_p50_minus_calibrated_lo": float(poor["log10_m200c_p50"]) - lo,
-            "normal_p50_margin": min(float(normal["log10_m200c_p50"]) - lo,
-                                     hi - float(normal["log10_m200c_p50"])),
-            "normal_interval_margin": min(float(normal["log10_m200c_p16"]) - g_lo,
-                                          g_hi - float(normal["log10_m200c_p84"]))}
+    lo, hi = shipped_bundle().domain["log10_m200c_calibrated"]
+
+    def flagged(r) -> bool:
+        return "mass" in str(r["flags"]).split(";")
+
+    p50 = np.array([float(out[f"normal_{i}"]["log10_m200c_p50"]) for i in range(N_FLAG)])
+    return {"poor_flagged": float(np.mean([flagged(out[f"poor_{i}"]) for i in range(N_FLAG)])),
+            "normal_not_flagged": float(np.mean([not flagged(out[f"normal_{i}"])
+                                                 for i in range(N_FLAG)])),
+            "normal_p50_margin": float(np.median(np.minimum(p50 - lo, hi - p50)))}
 
 
 @functools.cache
@@ -165,7 +174,41 @@ def fresh_universe_stats(seed: int, broken: str | None = None) -> dict[str, floa
             "pull_95": float((in95[m].mean() - 0.95) / np.sqrt(0.95 * 0.05 / n_hosts))}
 
 
+def sampling_stats(seed: int, broken: str | None = None) -> dict[str, float]:
+    """The views of a fresh 250 Mpc/h universe (seed ``seed``, hosts above 10^13.6 Msun/h, 3
+    lines of sight) with every galaxy, and each galaxy kept with probability 0.25 (seeded):
+    over views of true mass 10^14-10^15 Msun/h that keep >= 10 galaxies, the median of
+    ``p50 - true`` at r = 0.25 minus that at r = 1 (dex) on the same views, and the 68%
+    coverage at r = 0.25. ``broken``: ``"full_richness"`` the thinned views are inverted with
+    the belt of their richness before thinning (a pipeline that reads the number of galaxies
+    from the wrong table)."""
+    from dynmass.observe import observe
+    from dynmass.universe.build import build_universe
+
+    obs = observe(build_universe(box_size=250.0, seed=seed), min_mass=10**13.6, n_los=3,
+                  seed=seed)
+    thin = obs.resample(0.25, seed)
+    bundle = shipped_bundle()
+    true = obs.log10_m200c()
+    full, part = bundle.predict(obs), bundle.predict(thin)
+    if broken == "full_richness":
+        q = bundle.intervals(part["log10_m200c_mean"], obs.n_gal)
+        part = {f"log10_m200c_{p}": q[:, j] for j, p in enumerate(("p2_5", "p16", "p50", "p84",
+                                                                    "p97_5"))}
+    keep = (thin.n_gal >= 10) & (true >= 14.0) & (true < 15.0)
+    d_full = full["log10_m200c_p50"][keep] - true[keep]
+    d_part = part["log10_m200c_p50"][keep] - true[keep]
+    in68 = (part["log10_m200c_p16"] <= true) & (true <= part["log10_m200c_p84"])
+    return {"median_shift": float(np.median(d_part) - np.median(d_full)),
+            "coverage_68_r025": float(in68[keep].mean()), "n_views": float(keep.sum())}
+
+
 STOCHASTIC = {
+    "sampling": StochasticCheck(
+        run=sampling_stats, seed=778,
+        bounds={"median_shift": Bound(-0.06, 0.08), "coverage_68_r025": Bound(0.53, 0.76),
+                "n_views": Bound(lo=150)},
+        broken={"full_richness": partial(sampling_stats, broken="full_richness")}),
     "dispersion_ordering": StochasticCheck(
         run=ordering_stats, seed=7,
         bounds={"median_p50_warm_minus_cold": Bound(lo=0.0),
@@ -173,14 +216,14 @@ STOCHASTIC = {
         broken={b: partial(ordering_stats, broken=b) for b in ("constant", "swapped")}),
     "mass_flags": StochasticCheck(
         run=flag_stats, seed=3,
-        bounds={"poor_p50_minus_calibrated_lo": Bound(hi=0.0),
-                "normal_p50_margin": Bound(lo=0.0), "normal_interval_margin": Bound(lo=0.0)},
+        bounds={"poor_flagged": Bound(lo=0.4), "normal_not_flagged": Bound(lo=0.5),
+                "normal_p50_margin": Bound(lo=0.1)},
         broken={b: partial(flag_stats, broken=b) for b in ("constant", "swapped")}),
     "fresh_universe": StochasticCheck(
         run=fresh_universe_stats, seed=777,
-        bounds={"n_hosts": Bound(860, 1240), "spearman": Bound(lo=0.80),
-                "median_eps": Bound(-0.016, 0.016), "std_eps": Bound(hi=0.133),
-                "pull_68": Bound(-3, 3), "pull_95": Bound(-4.5, 4.5)},
+        bounds={"n_hosts": Bound(860, 1240), "spearman": Bound(lo=0.685),
+                "median_eps": Bound(-0.031, 0.025), "std_eps": Bound(hi=0.276),
+                "pull_68": Bound(-3, 7.3), "pull_95": Bound(-9.2, 9.2)},
         broken={b: partial(fresh_universe_stats, broken=b)
                 for b in ("shuffled", "msun", "overconfident")}),
 }
@@ -199,10 +242,10 @@ def test_predict_without_model_argument_orders_masses_by_dispersion():
     heavier: medians of 20 toy clusters of each kind, cold < warm < hot.
 
     Measured over seeds 0-19 (``--only test_default_model.dispersion_ordering``):
-    median_p50_warm_minus_cold: mean 0.5646, sd 0.075, range [0.4166, 0.6988];
-      bound (0, inf) = 7.5 sd from the mean
-    median_p50_hot_minus_warm: mean 0.7973, sd 0.12, range [0.575, 1.012];
-      bound (0, inf) = 6.8 sd from the mean
+    median_p50_warm_minus_cold: mean 0.8132, sd 0.077, range [0.6477, 0.9315];
+      bound (0, inf) = 10.5 sd from the mean
+    median_p50_hot_minus_warm: mean 0.5894, sd 0.076, range [0.5012, 0.7472];
+      bound (0, inf) = 7.7 sd from the mean
     Broken variants rejected (seeds 0-2): constant 3/3, swapped 3/3.
     """
     STOCHASTIC["dispersion_ordering"].check()
@@ -256,7 +299,7 @@ def test_shipped_bundle_is_calibrated_on_independent_universes():
     """Its belt comes from the fold ensemble on universes it was not trained on."""
     bundle = load_bundle(default_model_path())
     iv = bundle.interval
-    assert iv["method"] == "neyman" and iv["residuals"].startswith("fold-ensemble")
+    assert iv["method"] == "neyman_n" and iv["residuals"].startswith("fold-ensemble")
     train_universe = bundle.obs_settings["universe_sha256"]
     shas = [f["universe_sha256"] for f in iv["files"]]
     assert len(shas) >= 2 and len(set(shas)) == len(shas) and train_universe not in shas
@@ -278,46 +321,53 @@ def test_shipped_bundle_intervals_cover_by_cross_fitting():
 
 
 def test_masses_outside_the_calibrated_range_are_flagged():
-    """A poor group lies below the calibrated range and is flagged "mass"; a cluster in the
-    middle of it is not (the bounds are the flag's thresholds). The former toys, a group
-    with 4 interlopers among 12 galaxies and the "warm" cluster, were flagged the other way
-    round at some seeds.
+    """Poor, cold groups (sigma_v 150 km/s, ~10^12.4 Msun/h) lie below the calibrated range and
+    are flagged "mass"; clusters in the middle of it are not. With 8 galaxies the groups are
+    below the training minimum too (flag ``few_members``): the dynamics-only model then now and
+    then puts one at 10^13.8 (a few galaxies' dispersion is noisy), hence fractions of 10.
 
     Measured over seeds 0-19 (``--only test_default_model.mass_flags``):
-    poor_p50_minus_calibrated_lo: mean -0.4736, sd 0.062, range [-0.5009, -0.2633];
-      bound (-inf, 0) = 7.7 sd from the mean
-    normal_p50_margin: mean 0.7201, sd 0.091, range [0.4556, 0.8267];
-      bound (0, inf) = 7.9 sd from the mean
-    normal_interval_margin: mean 0.9141, sd 0.096, range [0.7778, 1.094];
-      bound (0, inf) = 9.5 sd from the mean
+    poor_flagged: mean 0.91, sd 0.097, range [0.7, 1]; bound (0.4, inf) = 5.3 sd from the mean
+    normal_not_flagged: mean 0.975, sd 0.055, range [0.8, 1]; bound (0.5, inf) = 8.6 sd
+    normal_p50_margin: mean 0.455, sd 0.065, range [0.302, 0.569]; bound (0.1, inf) = 5.4 sd
     Broken variants rejected (seeds 0-2): constant 3/3, swapped 3/3.
     """
     STOCHASTIC["mass_flags"].check()
-    out = flag_result(3)
-    assert "mass" not in str(out["normal"]["flags"]).split(";")
-    assert "mass" in str(out["poor"]["flags"]).split(";")
+
+
+@pytest.mark.slow
+def test_shipped_model_does_not_move_with_sampling():
+    """Dropping three galaxies in four does not move the median mass at fixed true mass (the
+    shipped model was trained over surveys drawn per view and its belts are per richness band;
+    the previous default model moved by -0.33 dex at this rate). Its 68% intervals cover a
+    little less at r = 0.25 (they are calibrated over the survey distribution within each
+    richness band, not at each rate).
+
+    Measured over seeds 0-19 (``--only test_default_model.sampling``):
+    median_shift: mean 0.0106, sd 0.013, range [-0.011, 0.033]; bound (-0.06, 0.08) = 5.5 sd
+    coverage_68_r025: mean 0.646, sd 0.023, range [0.609, 0.684]; bound (0.53, 0.76) = 4.8 sd
+    n_views: mean 731, sd 55, range [623, 819]; bound (150, inf) = 10.6 sd from the mean
+    Broken variant rejected (seeds 0-2): full_richness 3/3.
+    """
+    STOCHASTIC["sampling"].check()
 
 
 @pytest.mark.slow
 def test_shipped_model_on_a_fresh_mock_universe():
     """End to end on a universe it never saw (seed 777, 250 Mpc/h, views of hosts above
-    10^13.6 Msun/h): masses track the truth and the intervals cover about as often as they
-    claim. The 95% intervals cover 0.943 +/- 0.004 of the views (seeds 0-19), slightly under
-    0.95, hence the wider bound on ``pull_95`` (binomial error on hosts).
+    10^13.6 Msun/h, every galaxy): masses track the truth, the median is unbiased and the
+    intervals cover at least as often as they claim. The dynamics-only model does not read
+    this mock's richness as mass, so its scatter over 10^13.6-10^15.2 is about twice the
+    previous model's (0.24 against 0.12 dex, most of it at low mass where a cluster has 10-30
+    galaxies), and its 68% intervals over-cover at full sampling (about 71%).
 
     Measured over seeds 0-19 (``--only test_default_model.fresh_universe``):
-    n_hosts: mean 1051, sd 36, range [1000, 1115];
-      bound (860, 1240) = 5.3 sd from the mean
-    spearman: mean 0.8448, sd 0.0087, range [0.8294, 0.8616];
-      bound (0.8, inf) = 5.1 sd from the mean
-    median_eps: mean 0.001206, sd 0.0029, range [-0.004414, 0.00721];
-      bound (-0.016, 0.016) = 5.2 sd from the mean
-    std_eps: mean 0.1209, sd 0.0022, range [0.1157, 0.1253];
-      bound (-inf, 0.133) = 5.4 sd from the mean
-    pull_68: mean -0.3482, sd 0.49, range [-1.095, 0.4323];
-      bound (-3, 3) = 5.4 sd from the mean
-    pull_95: mean -1.039, sd 0.64, range [-1.978, 0.4681];
-      bound (-4.5, 4.5) = 5.4 sd from the mean
+    n_hosts: mean 1051, sd 36, range [1000, 1115]; bound (860, 1240) = 5.3 sd from the mean
+    spearman: mean 0.7459, sd 0.012, range [0.7229, 0.7678]; bound (0.685, inf) = 5.2 sd
+    median_eps: mean -0.0033, sd 0.0054, range [-0.011, 0.011]; bound (-0.031, 0.025) = 5.1 sd
+    std_eps: mean 0.2393, sd 0.0073, range [0.2272, 0.2584]; bound (-inf, 0.276) = 5.0 sd
+    pull_68: mean 2.223, sd 1.0, range [0.141, 4.069]; bound (-3, 7.3) = 5.0 sd from the mean
+    pull_95: mean -0.092, sd 1.8, range [-4.381, 2.833]; bound (-9.2, 9.2) = 5.0 sd
     Broken variants rejected (seeds 0-2): shuffled 3/3, msun 3/3, overconfident 3/3.
     """
     STOCHASTIC["fresh_universe"].check()
