@@ -56,9 +56,10 @@ demo: $(STAMP)
 # The shipped default model (src/dynmass/data/default_model.h5): CNN2D trained with 10 folds on
 # the mock universe of seed 100 (hosts from M200c = 2e13 Msun/h), observed through a survey
 # drawn anew for every view (MODEL_SURVEY: targeting rate log-uniform 0.05-1, completeness at the
-# aperture 0.5-1 of the centre's, velocity errors 0-100 km/s), so that the number of galaxies a
-# survey puts in the cylinder cannot stand in for the mass. Its intervals are one Neyman belt per
-# richness band (neyman_n), calibrated on the fold ensemble's predictions of three independent
+# aperture 0.5-1 of the centre's, velocity errors 0-100 km/s, stellar-mass limit uniform in
+# 10^9.5-10^10.5 Msun), so that neither the number of galaxies a survey puts in the cylinder nor
+# the galaxy population it selects (satellite and interloper fractions) can stand in for the
+# mass. Its intervals are one Neyman belt per richness band (neyman_n), calibrated on the fold ensemble's predictions of three independent
 # universes observed the same way, and their coverage tested on two more (hosts from 1e13
 # Msun/h: real skies hold groups below the training range too). Every universe is a 1 Gpc/h box
 # (MDPL2's volume), views flat in log M. Rerunning resumes from the files already made.
@@ -67,7 +68,7 @@ MODEL_BOX ?= 1000
 MODEL_CAL_SEEDS ?= 101 102 104
 MODEL_TEST_SEEDS ?= 103 105
 MODEL_SURVEY ?= --sampling-rate loguniform:0.05:1 --completeness-edge uniform:0.5:1 \
-	--velocity-error uniform:0:100
+	--velocity-error uniform:0:100 --selection log10_mstar:uniform:9.5:10.5
 MODEL_MIN_MASS = 1e13
 $(MODEL_DIR)/obs_100.h5: MODEL_MIN_MASS = 2e13
 MODEL_OUT = src/dynmass/data/default_model.h5

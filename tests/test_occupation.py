@@ -22,6 +22,7 @@ from dynmass.cli import main
 from dynmass.cosmology import MDPL2
 from dynmass.observe import observe
 from dynmass.observing import ObservingSetup
+from dynmass.stellar_mass import msun_from_h1
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.universe import build_universe, check_catalog, write_universe
 from dynmass.universe.galaxies import populate
@@ -191,20 +192,25 @@ def test_zheng07_wrapper_is_halotools():
 def test_default_occupation_unchanged(tmp_path):
     """The default occupation draws exactly what it drew before the occupation setting was
     added: numbers pinned from the earlier code (30 halos of 10^11.5-10^15 Msun/h, generator
-    seed 2024), and ``occupation="leauthaud11"`` is the default, in memory and on file."""
+    seed 2024), and ``occupation="leauthaud11"`` is the default, in memory and on file.
+
+    The earlier code took ``mstar_min`` and stored ``log10_mstar`` in halotools' h = 1 units
+    (Msun/h^2); now both are in Msun (:mod:`dynmass.stellar_mass`). Its ``mstar_min=9.0`` is
+    ``9.0 - 2 log10 h`` = 9.338 Msun: the same draws, every stellar mass 0.338 dex higher."""
     m = np.logspace(11.5, 15.0, 30)
     halos = {"id": np.arange(100, 130), "x": np.linspace(0.0, 99.9, 30),
              "y": np.full(30, 99.95), "z": np.full(30, 0.02), "vx": np.linspace(-300, 300, 30),
              "vy": np.zeros(30), "vz": np.full(30, 50.0), "m200c": m,
              "r200c": r200c_comoving(m, 0.117, MDPL2)}
-    g = populate(halos, 100.0, 0.117, MDPL2, np.random.default_rng(2024), mstar_min=9.0,
-                 beta=0.2, velocity_bias=1.1)
+    g = populate(halos, 100.0, 0.117, MDPL2, np.random.default_rng(2024),
+                 mstar_min=msun_from_h1(9.0, MDPL2), beta=0.2, velocity_bias=1.1)
     assert list(g) == ["x", "y", "z", "vx", "vy", "vz", "host_id", "is_central",
                        "log10_mstar", "r_host"]
     assert (len(g["x"]), int(g["is_central"].sum()), int(g["host_id"].sum())) == (2408, 30,
                                                                                    303143)
+    shift = -2 * np.log10(MDPL2["H0"] / 100.0)  # +0.338 dex
     pinned = {"vx": 585624.8584496572, "vy": -26262.434124814503, "vz": 127435.29649132905,
-              "log10_mstar": 23517.542801856995, "r_host": 1544.9779845336452}
+              "log10_mstar": 23517.542801856995 + 2408 * shift, "r_host": 1544.9779845336452}
     for k, v in pinned.items():
         np.testing.assert_allclose(np.sum(g[k], dtype=np.float64), v, rtol=1e-7, err_msg=k)
     default = build_universe(box_size=40.0, seed=5, min_mass=1e12)

@@ -176,7 +176,7 @@ def satellite_dispersion(seed: int, broken: str | None = None) -> dict[str, floa
 STOCHASTIC = {
     "contents": StochasticCheck(
         n_seeds=10, run=universe_contents, seed=SMALL_SEED,
-        bounds={"density": Bound(0.0154, 0.0197), "satellite_fraction": Bound(0.315, 0.44)},
+        bounds={"density": Bound(0.0172, 0.0227), "satellite_fraction": Bound(0.385, 0.505)},
         broken={b: partial(universe_contents, broken=b) for b in ("mpc", "no_satellites")}),
     "mass_function": StochasticCheck(
         n_seeds=10, run=mass_function_residuals, seed=SMALL_SEED,
@@ -200,16 +200,18 @@ STOCHASTIC = {
 # ----------------------------------------------------------------------------------- tests
 def test_build_contents_and_settings(small_universe):
     """Structure of the small box; its galaxy density (a realistic spectroscopic density,
-    ~1e-2 (Mpc/h)^-3 above 10^9.5 Msun) is bounded by the check ``contents``. (Its bulk
+    ~2e-2 (Mpc/h)^-3 above 10^9.5 Msun) is bounded by the check ``contents``. (Its bulk
     flows vary too much between seeds in a 100 Mpc/h box, sd 14 %, to catch a unit bug: they
-    are bounded in the fixed-amplitude box of the check ``linear_theory``.)
+    are bounded in the fixed-amplitude box of the check ``linear_theory``.) Stellar masses
+    are in Msun, h-free (the threshold's unit is tested in ``tests/test_selection.py``;
+    before, 9.5 meant 10^9.84 Msun: density 0.0175, satellite fraction 0.38).
 
     Measured over seeds 0-9
     (``python tests/calibrate_bounds.py --only test_universe.contents``):
-    density: mean 0.01755, sd 0.00042, range [0.01706, 0.01822];
-      bound (0.0154, 0.0197), 5.1 sd from the mean.
-    satellite_fraction: mean 0.3776, sd 0.012, range [0.3605, 0.3952];
-      bound (0.315, 0.44), 5.2 sd from the mean.
+    density: mean 0.01994, sd 0.00054, range [0.01925, 0.02078];
+      bound (0.0172, 0.0227), 5.0 sd from the mean.
+    satellite_fraction: mean 0.4451, sd 0.012, range [0.4261, 0.4624];
+      bound (0.385, 0.505), 4.8 sd from the mean.
     Broken variants caught (seeds 0-2): mpc 3/3, no_satellites 3/3.
     """
     cat = small_universe
@@ -300,12 +302,12 @@ def test_velocity_dispersion_follows_evrard_and_options():
 
     Measured over seeds 0-9
     (``python tests/calibrate_bounds.py --only test_universe.velocity_dispersion``):
-    norm_ratio: mean 0.9644, sd 0.009, range [0.9513, 0.9842];
-      bound (0.92, 1.01), 5.0 sd from the mean.
-    slope_diff: mean -0.006177, sd 0.0082, range [-0.01853, 0.01225];
-      bound (-0.05, 0.05), 5.3 sd from the mean.
+    norm_ratio: mean 0.9671, sd 0.0036, range [0.9627, 0.9736];
+      bound (0.92, 1.01), 12.0 sd from the mean.
+    slope_diff: mean -0.003575, sd 0.0039, range [-0.007942, 0.004213];
+      bound (-0.05, 0.05), 11.9 sd from the mean.
     n_halos: mean 195, sd 16, range [159, 211]; bound (110, 280), 5.3 sd from the mean.
-    bias_ratio: mean 1, sd 2.4e-14, range [1, 1]; bound (0.99, 1.01): the biased and unbiased
+    bias_ratio: mean 1, sd 2e-14, range [1, 1]; bound (0.99, 1.01): the biased and unbiased
       builds share every random draw, so the ratio is 1.3 up to rounding and the bound is a
       tolerance, not a spread.
     Broken variants caught (seeds 0-2): biased 3/3, msun 3/3, velocity_h 3/3, bias_ignored 3/3.

@@ -108,6 +108,7 @@ def _tasks(catalog: Catalog, plan: dict[str, np.ndarray], chunks: list[tuple[int
             "gal_vel": gal["vel"][rows],
             "gal_host": gal["host"][rows],
             "gal_index": rows.astype(np.int64),
+            **({"gal_prop": gal["prop"][rows]} if "prop" in gal else {}),
         }
 
 
@@ -168,7 +169,7 @@ def _assemble(results: list[dict[str, Any]], n_views: int) -> dict[str, np.ndarr
         return {"counts": np.zeros(n_views, np.int64), "R": z, "v": z,
                 "is_member": np.zeros(0, bool), "galaxy_index": np.zeros(0, np.int64),
                 "center_dR": np.zeros(n_views), "center_dv": np.zeros(n_views),
-                **{name: np.zeros(n_views) for name in K.VIEW_SURVEY}}
+                **{name: np.zeros(n_views) for name in (*K.VIEW_SURVEY, *K.VIEW_SELECTION)}}
     view_id = np.concatenate([r["view_id"] for r in results])
     counts = np.concatenate([r["counts"] for r in results]).astype(np.int64)
     starts = np.zeros(len(counts), np.int64)
@@ -180,7 +181,7 @@ def _assemble(results: list[dict[str, Any]], n_views: int) -> dict[str, np.ndarr
     out = {"counts": counts[order]}
     for name in ("R", "v", "is_member", "galaxy_index"):
         out[name] = np.concatenate([r[name] for r in results])[rows]
-    for name in ("center_dR", "center_dv", *K.VIEW_SURVEY):
+    for name in ("center_dR", "center_dv", *K.VIEW_SURVEY, *K.VIEW_SELECTION):
         out[name] = np.concatenate([r[name] for r in results])[order]
     return out
 

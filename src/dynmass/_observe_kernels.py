@@ -23,6 +23,7 @@ from scipy.spatial import cKDTree
 from dynmass.centring import PAD_R, PAD_V, centre_on_members
 from dynmass.cosmology import C_KMS, to_astropy
 from dynmass.observing import Draw
+from dynmass.selection import keep_mask, view_limits
 
 #: Purpose tags of the per-view random streams (last entry of the SeedSequence key).
 SEED_SAMPLING = 1
@@ -31,9 +32,12 @@ SEED_FLAT = 3
 SEED_SURVEY = 4  # per-view draws of randomised survey settings
 SEED_VERR = 5  # velocity errors
 SEED_TARGETS = 6  # the n_targets galaxies that get a redshift
+SEED_SELECTION = 7  # per-view draws of the galaxy selection limit (dynmass.selection)
 
 #: Per-view survey values returned by :func:`observe_chunk`.
 VIEW_SURVEY = ("survey_sampling_rate", "survey_completeness_edge", "survey_velocity_error")
+#: Per-view selection limit returned by :func:`observe_chunk` (NaN without a selection).
+VIEW_SELECTION = ("survey_selection_limit",)
 
 def view_rng(seed: int, halo_row: int, los: int, purpose: int) -> np.random.Generator:
     """Random generator of one view, keyed by ``(seed, halo_row, los, purpose)``.
@@ -354,14 +358,14 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
         ``box``, ``aperture``, ``vcut``, ``redshift``, ``half_depth``, ``u_gal_max``,
         ``table``, ``survey`` (:meth:`dynmass.observing.ObservingSetup.survey_settings`),
         ``v_pad`` (km/s added to the velocity window for velocity errors), ``seed``,
-        ``center``.
+        ``center``; with a galaxy selection ``selection`` and ``gal_prop`` (m,).
 
     Returns
     -------
     dict
         ``view_id`` (k,), ``counts`` (k,), ``R``, ``v``, ``is_member``, ``galaxy_index``
         (concatenated in view order), ``center_dR``, ``center_dv`` and the survey values of
-        each view (:data:`VIEW_SURVEY`) (k,).
+        each view (:data:`VIEW_SURVEY`, :data:`VIEW_SELECTION`) (k,).
     """
     kind = int(task["kind"])
     tree = build_tree(task["gal_pos"], kind, float(task["box"]))
@@ -375,7 +379,7 @@ def observe_chunk(task: dict[str, Any]) -> dict[str, Any]:
         parts.append(_cut_batch(task, tree, kind, slice(0, 0)))
     out = {"view_id": task["view_id"]}
     for name in ("counts", "R", "v", "is_member", "galaxy_index", "center_dR", "center_dv",
-                 *VIEW_SURVEY):
+                 *VIEW_SURVEY, *VIEW_SELECTION):
         out[name] = np.concatenate([p[name] for p in parts])
     return out
 
@@ -423,6 +427,12 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
     gidx = task["gal_index"][gi]
     order = np.lexsort((gidx, vi))
     vi, gi, perp, R, v, gidx = vi[order], gi[order], perp[order], R[order], v[order], gidx[order]
+    sel_spec = task.get("selection")  # the galaxy selection, before the survey
+    limits = view_limits(sel_spec, halo_row, los_index,
+                         lambda h, j: view_rng(task["seed"], h, j, SEED_SELECTION))
+    if sel_spec is not None:
+        keep = keep_mask(sel_spec["selection_column"], task["gal_prop"][gi], limits[vi])
+        vi, gi, perp, R, v, gidx = vi[keep], gi[keep], perp[keep], R[keep], v[keep], gidx[keep]
     is_mem = task["gal_host"][gi] == halo_id[vi]
     counts = np.bincount(vi, minlength=k).astype(np.int64)
     center_dR = np.zeros(k)
@@ -435,6 +445,7 @@ def _cut_batch(task: dict[str, Any], tree: cKDTree, kind: int, sel: slice) -> di
     randomised = any(isinstance(x, Draw) for x in (rate_s, edge_s, verr_s))
     per_view = {name: np.full(k, x if not isinstance(x, Draw) else np.nan)
                 for name, x in zip(VIEW_SURVEY, (rate_s, edge_s, verr_s), strict=True)}
+    per_view[VIEW_SELECTION[0]] = limits
     active = randomised or rate_s < 1 or edge_s < 1 or verr_s > 0 or n_targets is not None
     if not members and not active:
         return {"counts": counts, "R": R, "v": v, "is_member": is_mem, "galaxy_index": gidx,

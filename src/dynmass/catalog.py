@@ -1,7 +1,9 @@
 """The catalog: halos and galaxies in a periodic box, and its HDF5 file format.
 
 A catalog is two column tables plus metadata. Units: positions in comoving Mpc/h, velocities
-peculiar in km/s, masses M200c in Msun/h, radii R200c in comoving Mpc/h.
+peculiar in km/s, masses M200c in Msun/h, radii R200c in comoving Mpc/h; galaxy stellar masses
+``log10_mstar`` in log10 Msun, h-free (:mod:`dynmass.stellar_mass`; files record it in
+``units``, and files written before that are converted or read with a warning).
 
 File format (HDF5)::
 
@@ -67,6 +69,7 @@ from dynmass._io import (
 )
 from dynmass.cosmology import MDPL2, validate_cosmology
 from dynmass.errors import InputError
+from dynmass.stellar_mass import MSTAR_UNIT, check_file_mstar
 
 HALO_COLUMNS: tuple[str, ...] = ("id", "x", "y", "z", "vx", "vy", "vz", "m200c", "r200c")
 GALAXY_COLUMNS: tuple[str, ...] = ("x", "y", "z", "vx", "vy", "vz", "host_id", "is_central")
@@ -213,6 +216,15 @@ def _validate_table(
     return out
 
 
+def catalog_units(galaxy_columns: Any) -> dict[str, str]:
+    """The ``units`` attribute of a catalog file whose galaxies have ``galaxy_columns``."""
+    units = {"position": "comoving Mpc/h", "velocity": "peculiar km/s", "m200c": "Msun/h",
+             "r200c": "comoving Mpc/h", "box_size": "comoving Mpc/h"}
+    if "log10_mstar" in galaxy_columns:
+        units["log10_mstar"] = MSTAR_UNIT
+    return units
+
+
 def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:
     """Validate ``catalog`` and write it to ``path`` (HDF5) atomically.
 
@@ -240,10 +252,7 @@ def write_catalog(catalog: Catalog, path: str | os.PathLike) -> Path:
         prov = provenance()
         fh.attrs["dynmass_version"] = prov["dynmass_version"]
         fh.attrs["provenance"] = to_json(prov)
-        fh.attrs["units"] = to_json(
-            {"position": "comoving Mpc/h", "velocity": "peculiar km/s", "m200c": "Msun/h",
-             "r200c": "comoving Mpc/h", "box_size": "comoving Mpc/h"}
-        )
+        fh.attrs["units"] = to_json(catalog_units(catalog.galaxies))
         for group, table in (("halos", catalog.halos), ("galaxies", catalog.galaxies)):
             g = fh.create_group(group)
             for col, arr in table.items():
@@ -291,13 +300,19 @@ def read_catalog(path: str | os.PathLike, columns: dict[str, list[str]] | None =
                 table[col] = fh[group][col][...]
             tables[group] = table
         seed = int(fh.attrs.get("seed", -1))
+        settings = read_json_attr(fh, "settings", path) if "settings" in fh.attrs else {}
+        cosmology = read_json_attr(fh, "cosmology", path)
+        if "log10_mstar" in tables["galaxies"]:  # one unit: log10 Msun (dynmass.stellar_mass)
+            units = read_json_attr(fh, "units", path) if "units" in fh.attrs else None
+            tables["galaxies"]["log10_mstar"] = check_file_mstar(
+                tables["galaxies"]["log10_mstar"], units, settings, cosmology, path)
         cat = Catalog(
             halos=tables["halos"],
             galaxies=tables["galaxies"],
             box_size=float(fh.attrs["box_size"]),
             redshift=float(fh.attrs["redshift"]),
-            cosmology=read_json_attr(fh, "cosmology", path),
+            cosmology=cosmology,
             seed=None if seed < 0 else seed,
-            settings=read_json_attr(fh, "settings", path) if "settings" in fh.attrs else {},
+            settings=settings,
         )
     return cat.validate(path)

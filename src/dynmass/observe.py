@@ -66,7 +66,8 @@ from dynmass.errors import InputError
 from dynmass.observations import Observations, _ragged_rows, ragged_std
 from dynmass.observe_check import R_OVER_R200_EDGES, check_observations_file
 from dynmass.observe_plan import FLAT_BIN_DEX, FLAT_DENSITY, MAX_LOS, flat_los_counts, plan_views
-from dynmass.observing import PRESETS, ObservingSetup, value_range
+from dynmass.observing import PRESETS, SELECTION_KEYS, ObservingSetup, value_range
+from dynmass.selection import check_selection_column, selection_sense
 
 __all__ = ["PRESETS", "ObservingSetup", "observe", "observe_file", "resolve_setup",
            "check_observations_file", "plan_views", "flat_los_counts", "FLAT_BIN_DEX",
@@ -198,8 +199,9 @@ def observe(
         Most views per host (80).
     sampling_rate : float, optional
         Keep each galaxy of a view with this probability (seeded per view), in (0, 1]. The
-        other survey settings (radial completeness, targets per cluster, velocity errors, and
-        settings drawn per view) are given with ``setup``.
+        other survey settings (radial completeness, targets per cluster, velocity errors,
+        settings drawn per view, and the galaxy selection by a property column,
+        :mod:`dynmass.selection`) are given with ``setup``.
     center : {"true", "members"}, optional
         Cylinder about the true halo centre and velocity, or about an observer's estimate
         from the galaxies (:func:`dynmass.centring.centre_on_members`, the algorithm of
@@ -225,7 +227,8 @@ def observe(
     Raises
     ------
     InputError
-        An option outside its sense, or a catalog that fails validation.
+        An option outside its sense, a catalog that fails validation, or a selection whose
+        column the catalog lacks or that leaves no galaxy in any view.
     """
     setup = resolve_setup(setup, aperture=aperture, vcut=vcut, min_members=min_members,
                           sampling_rate=sampling_rate, center=center)
@@ -249,6 +252,11 @@ def observe(
     gal = {"pos": catalog.galaxy_positions().astype(float),
            "vel": catalog.galaxy_velocities().astype(float),
            "host": np.asarray(gals["host_id"], dtype=np.int64)}
+    selection = None  # the galaxy selection (dynmass.selection), applied in the kernel
+    if setup.selection_column is not None:
+        check_selection_column(gals, setup.selection_column, setup.selection_limit)
+        selection = {k: setup.to_settings()[k] for k in SELECTION_KEYS}
+        gal["prop"] = np.asarray(gals[setup.selection_column], dtype=float)
     u_gal = float(np.sqrt((gal["vel"] ** 2).sum(axis=1)).max()) if len(gal["vel"]) else 0.0
     hr = np.unique(plan["halo_row"])
     hv = np.column_stack([halos[c][hr] for c in ("vx", "vy", "vz")]).astype(float)
@@ -274,7 +282,7 @@ def observe(
     common = {"box": box, "aperture": float(aperture), "vcut": float(vcut), "redshift": z,
               "half_depth": half_depth, "u_gal_max": u_gal, "table": table,
               "survey": setup.survey_settings(), "v_pad": v_pad, "seed": int(seed),
-              "center": center,
+              "center": center, "selection": selection,
               "batch": int(chunk_size)}
     cen_all = np.column_stack([halos[c][plan["halo_row"]] for c in ("x", "y", "z")])
     chunks = _chunk_views(cen_all.astype(float), plan["axis"], box, int(chunk_size), depth_pad)
@@ -292,6 +300,11 @@ def observe(
             if owned != "client":
                 owned.close()
     out = _assemble(results, n_views)
+    if selection is not None and n_views and not out["counts"].any():
+        raise InputError(f"selection {setup.selection_column} "
+                         f"{selection_sense(setup.selection_column)} {setup.selection_limit} "
+                         f"leaves no galaxy in any of the {n_views} views",
+                         column="selection_limit")
 
     counts = out["counts"]
     keep_view = counts >= min_members
@@ -328,6 +341,8 @@ def observe(
     }
     if setup.survey_active:  # what the survey was for each view
         clusters.update({name: out[name][keep_view] for name in K.VIEW_SURVEY})
+    if selection is not None:  # and the selection limit
+        clusters.update({name: out[name][keep_view] for name in K.VIEW_SELECTION})
     settings = {
         "aperture": float(aperture), "vcut": float(vcut), "redshift": z,
         "cosmology": dict(catalog.cosmology), "box_size": box,
@@ -339,6 +354,8 @@ def observe(
         "center": center,
         **{key: setup.to_settings()[key] for key in ("completeness_edge", "n_targets",
                                                      "velocity_error")},
+        **({**selection, "selection_sense": selection_sense(setup.selection_column)}
+           if selection is not None else {}),
         "seed": int(seed), "universe_sha256": universe_sha256,
         "n_hosts": int(hr.size), "n_views_planned": int(n_views),
         "n_views": int(keep_view.sum()), "n_views_dropped": n_dropped,
@@ -388,8 +405,17 @@ def observe_file(universe_path: str | os.PathLike, out_path: str | os.PathLike,
     universe_path, out_path = Path(universe_path), Path(out_path)
     if out_path.exists() and universe_path.exists() and out_path.samefile(universe_path):
         raise InputError("the output would overwrite the universe file", path=out_path)
-    catalog = read_catalog(universe_path,
-                           columns={"halos": [], "galaxies": list(_GALAXY_COLUMNS)})
+    column = setup.selection_column  # the galaxy selection's column is read as well
+    try:
+        catalog = read_catalog(universe_path, columns={
+            "halos": [], "galaxies": list(_GALAXY_COLUMNS) + ([column] if column else [])})
+    except InputError as exc:
+        if column is None or exc.column != f"galaxies/{column}":
+            raise
+        raise InputError("the selection column is not a galaxy column of this universe file",
+                         path=universe_path, column=exc.column) from None
+    if column is not None:
+        check_selection_column(catalog.galaxies, column, setup.selection_limit, universe_path)
     sha = file_sha256(universe_path)
     obs = observe(catalog, setup, universe_sha256=sha, **opts)
     obs.settings["universe_file"] = str(universe_path.resolve())

@@ -11,14 +11,17 @@ the fewest galaxies a view needs, and the spectroscopic survey:
 * ``n_targets``: at most this many galaxies of the cylinder get a redshift (a fixed number of
   targets per cluster, chosen at random);
 * ``velocity_error``: Gaussian error of each line-of-sight velocity, km/s (added before the
-  velocity cut, as a survey measures it).
+  velocity cut, as a survey measures it);
+* ``selection_column`` and ``selection_limit``: only galaxies above a limit in a property
+  column (``log10_mstar`` [log10 Msun], or brighter than a magnitude limit) can be targeted;
+  none by default (:mod:`dynmass.selection`).
 
-Each survey setting is a fixed value or a :class:`Draw` (uniform or log-uniform between two
-values) drawn anew for every view from that view's own seeded stream: training over such
-*domain randomisation* stops a model from weighing clusters by how many galaxies one
-particular survey puts in the cylinder. The mock observations (:func:`dynmass.observe.observe`),
-the calibration views of a bundle, the evaluation and ``dynmass predict`` all take the cut, the
-centring and the compatibility rule from it.
+Each survey setting (and the selection limit) is a fixed value or a :class:`Draw` (uniform or
+log-uniform between two values) drawn anew for every view from that view's own seeded stream:
+training over such *domain randomisation* stops a model from weighing clusters by how many
+galaxies one particular survey puts in the cylinder. The mock observations
+(:func:`dynmass.observe.observe`), the calibration views of a bundle, the evaluation and
+``dynmass predict`` all take the cut, the centring and the compatibility rule from it.
 
 Its dictionary form (:meth:`ObservingSetup.to_settings`) is the flat set of keys that an
 observations file records in its settings (``aperture``, ``vcut``, ``center``,
@@ -52,9 +55,10 @@ import numpy as np
 
 from dynmass.centring import Centre, centre_on_members, sky_centre
 from dynmass.errors import InputError, SettingsMismatchError
+from dynmass.selection import check_selection
 
-__all__ = ["PRESETS", "CENTER_MODES", "SURVEY_KEYS", "Draw", "ObservingSetup",
-           "check_same_observing"]
+__all__ = ["PRESETS", "CENTER_MODES", "SURVEY_KEYS", "SELECTION_KEYS", "Draw",
+           "ObservingSetup", "check_same_observing"]
 
 #: Named (aperture [comoving Mpc/h], vcut [km/s]) pairs of the authors' public example code
 #: (Ho et al. 2019, ApJ 887, 25); "paper" is the revised paper's cylinder.
@@ -71,6 +75,8 @@ CENTER_MODES = ("true", "members")
 
 #: Survey settings that may vary per view (:class:`Draw`).
 SURVEY_KEYS = ("sampling_rate", "completeness_edge", "velocity_error")
+#: Settings of the galaxy selection (:mod:`dynmass.selection`); absent means none.
+SELECTION_KEYS = ("selection_column", "selection_limit")
 _DISTS = ("uniform", "loguniform")
 
 
@@ -204,6 +210,12 @@ class ObservingSetup:
         At most this many galaxies of the cylinder get a redshift (random among them).
     velocity_error : float or Draw
         Gaussian error of each galaxy's line-of-sight velocity, km/s (>= 0).
+    selection_column : str, optional
+        Galaxy column of the selection, e.g. ``"log10_mstar"`` (log10 Msun, h-free) or a
+        magnitude column (``mag*``); ``None``: every galaxy can be targeted.
+    selection_limit : float or Draw, optional
+        Keep galaxies with ``column >= limit`` (``<=``, brighter, for magnitudes), in the
+        column's unit, before the survey; drawn per view when a :class:`Draw`.
     """
 
     aperture: float = PRESETS["paper"][0]
@@ -214,13 +226,15 @@ class ObservingSetup:
     completeness_edge: float | Draw = 1.0
     n_targets: int | None = None
     velocity_error: float | Draw = 0.0
+    selection_column: str | None = None
+    selection_limit: float | Draw | None = None
 
     #: Keys of :meth:`to_settings`; settings that must agree for views to be used together.
     KEYS = ("aperture", "vcut", "center", "sampling_rate", "min_members", "completeness_edge",
-            "n_targets", "velocity_error")
+            "n_targets", "velocity_error", *SELECTION_KEYS)
 
     def __post_init__(self) -> None:
-        for key in SURVEY_KEYS:
+        for key in (*SURVEY_KEYS, "selection_limit"):
             object.__setattr__(self, key, Draw.parse(getattr(self, key)))
         self.validate()
 
@@ -290,10 +304,11 @@ class ObservingSetup:
         out: dict[str, Any] = {"aperture": float(self.aperture), "vcut": float(self.vcut),
                                "center": str(self.center)}
         for key in ("sampling_rate", "min_members", "completeness_edge", "n_targets",
-                    "velocity_error"):
+                    "velocity_error", "selection_limit"):
             x = getattr(self, key)
             out[key] = (x.to_json() if isinstance(x, Draw) else None if x is None
                         else int(x) if key in ("min_members", "n_targets") else float(x))
+        out["selection_column"] = self.selection_column
         return out
 
     def survey_settings(self) -> dict[str, Any]:
@@ -343,6 +358,7 @@ class ObservingSetup:
         m = self.min_members
         if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
             raise InputError(f"min_members={m!r} must be an integer >= 1", column="min_members")
+        check_selection(self.selection_column, self.selection_limit)
 
     # ------------------------------------------------------------------ use
     def cut(self, R: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -445,8 +461,8 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
 
     Both are settings dictionaries (of an observations file, a run or a bundle). The setups
     must be compatible (:meth:`ObservingSetup.compatible_with`; a key that either side does not
-    record is not compared), and the snapshot redshift and the cosmology (H0, Om0, sigma8)
-    must agree where both say.
+    record is not compared, except the selection: not recorded means none), and the snapshot
+    redshift and the cosmology (H0, Om0, sigma8) must agree where both say.
 
     Parameters
     ----------
@@ -459,10 +475,10 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
     path : optional
         File of ``settings``, for the message.
     """
-    keys = [k for k in ObservingSetup.KEYS if settings.get(k) is not None
-            and expected.get(k) is not None]
-    a = ObservingSetup.from_settings({k: settings[k] for k in keys}, path)
-    b = ObservingSetup.from_settings({k: expected[k] for k in keys}, path)
+    keys = [k for k in ObservingSetup.KEYS if k in SELECTION_KEYS or (
+        settings.get(k) is not None and expected.get(k) is not None)]
+    a = ObservingSetup.from_settings({k: settings.get(k) for k in keys}, path)
+    b = ObservingSetup.from_settings({k: expected.get(k) for k in keys}, path)
     diff = a.differences(b)
     za, zb = settings.get("redshift"), expected.get("redshift")
     if za is not None and zb is not None and not np.isclose(float(za), float(zb), rtol=1e-6):

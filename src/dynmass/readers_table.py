@@ -169,7 +169,8 @@ def read_table(
         Mapping dynmass name -> file column (``"x=X,halos.m200c=Mvir"`` also accepted).
         Halo columns: id, x, y, z, vx, vy, vz, m200c, [r200c]; galaxy columns: x, y, z, vx,
         vy, vz, host_id, [is_central, log10_mstar]. Without ``is_central`` a galaxy is central
-        when it lies within 1e-4 Mpc/h of its host's centre.
+        when it lies within 1e-4 Mpc/h of its host's centre. ``log10_mstar`` must be log10
+        Msun, h-free (:mod:`dynmass.stellar_mass`), not Msun/h^2.
     box_size : float
         Box side, comoving Mpc/h (HDF5 root attribute ``box_size`` used if present).
     redshift : float

@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--velocity-error", default="0",
                    help="Gaussian error of each line-of-sight velocity, km/s (default 0); a "
                    "number or 'uniform:LO:HI'")
+    p.add_argument("--selection", default=None, metavar="COLUMN:LIMIT",
+                   help="observe only galaxies passing a limit in a galaxy property column: "
+                   "'log10_mstar:10.0' keeps log10 M* >= 10.0 (M* in Msun, h-free); for a "
+                   "magnitude column (name mag*, absmag*, abs_mag*) galaxies brighter than "
+                   "the limit (value <= LIMIT); the limit may be drawn per view: "
+                   "'log10_mstar:uniform:9.5:10.5'. Applied before the survey settings "
+                   "(default: no selection)")
     p.add_argument("--center", choices=CENTER_MODES, default="true",
                    help="true halo centre, or an observer's estimate from the galaxies (the "
                    "algorithm of dynmass predict)")
@@ -77,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
     from dynmass.observations import observation_attrs
     from dynmass.observe import observe_file
     from dynmass.observing import ObservingSetup
+    from dynmass.selection import parse_selection
 
+    column, limit = (None, None) if args.selection is None else parse_selection(args.selection)
     setup = ObservingSetup.preset(
         args.preset, aperture=args.aperture, vcut=args.vcut, min_members=args.min_members,
         sampling_rate=args.sampling_rate, center=args.center,
         completeness_edge=args.completeness_edge, n_targets=args.n_targets,
-        velocity_error=args.velocity_error)
+        velocity_error=args.velocity_error, selection_column=column, selection_limit=limit)
     path = observe_file(
         args.universe, args.output, setup=setup, min_mass=args.min_mass,
         n_los=3 if args.n_los is None else args.n_los,

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "2007 r-band luminosity threshold --zheng07-threshold; galaxies without "
                    "stellar masses, no log10_mstar column). Same halos for the same seed")
     g.add_argument("--mstar-min", type=float, default=9.5,
-                   help="galaxy stellar-mass threshold, log10 Msun (default 9.5; leauthaud11)")
+                   help="galaxy stellar-mass threshold, log10 Msun, h-free (the cosmology's h "
+                   "applied; default 9.5; leauthaud11)")
     g.add_argument("--zheng07-threshold", type=float, default=ZHENG07_DEFAULT_THRESHOLD,
                    help="r-band absolute-magnitude threshold M_r - 5 log10 h of zheng07: -18 "
                    "to -22 in steps of 0.5, the Zheng et al. 2007 Table 1 values (default "

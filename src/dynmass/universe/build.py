@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 from dynmass._io import atomic_path, provenance, to_json
-from dynmass.catalog import GALAXY_COLUMNS, HALO_COLUMNS, Catalog
+from dynmass.catalog import GALAXY_COLUMNS, HALO_COLUMNS, Catalog, catalog_units
 from dynmass.cosmology import MDPL2, validate_cosmology
 from dynmass.errors import InputError
 
@@ -76,7 +76,8 @@ class UniverseSettings:
     mass_bin_dex : float
         Width of the mass bins in which halos are placed with one bias value, dex.
     mstar_min : float
-        Galaxy stellar-mass threshold, log10 Msun (``occupation="leauthaud11"``).
+        Galaxy stellar-mass threshold, log10 Msun, h-free (``occupation="leauthaud11"``;
+        :mod:`dynmass.stellar_mass`).
     beta : float
         Satellite velocity anisotropy (constant).
     velocity_bias : float
@@ -296,7 +297,7 @@ def build_universe(
     >>> from dynmass.universe import build_universe
     >>> cat = build_universe(box_size=40.0, seed=1, min_mass=1e13)
     >>> cat.n_halos, cat.n_galaxies
-    (20, 159)
+    (20, 221)
     >>> bool(cat.halos["m200c"].min() >= 1e13), int(cat.galaxies["is_central"].sum())
     (True, 20)
     >>> sorted(cat.galaxies)
@@ -386,10 +387,7 @@ def write_universe(
         prov = provenance()
         fh.attrs["dynmass_version"] = prov["dynmass_version"]
         fh.attrs["provenance"] = to_json(prov)
-        fh.attrs["units"] = to_json(
-            {"position": "comoving Mpc/h", "velocity": "peculiar km/s", "m200c": "Msun/h",
-             "r200c": "comoving Mpc/h", "box_size": "comoving Mpc/h"}
-        )
+        fh.attrs["units"] = to_json(catalog_units(gal_cols))
         groups = {"halos": fh.create_group("halos"), "galaxies": fh.create_group("galaxies")}
         for h, g in iter_universe_chunks(s):
             chunk = Catalog(halos=h, galaxies=g, box_size=s.box_size, redshift=s.redshift,

@@ -10,7 +10,10 @@ Ingredients and references
 * Centrals: stellar mass from the Behroozi et al. 2010 (ApJ 717, 379) stellar-to-halo-mass
   relation (halotools ``Behroozi10SmHm``) with 0.2 dex log-normal scatter; a central exists when
   its stellar mass is above the threshold. This is exactly the central occupation of Leauthaud
-  et al. 2011 (ApJ 738, 45; halotools ``Leauthaud11Cens``).
+  et al. 2011 (ApJ 738, 45; halotools ``Leauthaud11Cens``). halotools works in h = 1 units
+  (halo masses Msun/h, stellar masses Msun/h^2); stellar masses and the threshold are in Msun
+  here, converted with the cosmology's h (:mod:`dynmass.stellar_mass`:
+  log10 M* = log10 M*_{h=1} - 2 log10 h).
 * Satellites: Poisson numbers with the mean of Leauthaud et al. 2011 (halotools
   ``Leauthaud11Sats``) for the threshold; each satellite's stellar mass is drawn from the same
   model's cumulative satellite count N_sat(>M*|M_h) (inverse transform over thresholds).
@@ -56,12 +59,13 @@ from scipy.special import lambertw
 
 from dynmass.cosmology import colossus_cosmology
 from dynmass.errors import InputError
+from dynmass.stellar_mass import h1_from_msun, msun_from_h1
 from dynmass.universe.massfunction import MDEF
 
 #: Newton's constant in km^2 s^-2 Mpc / Msun (so G M/R works with Msun/h and Mpc/h).
 G_KMS_MPC_MSUN = 4.300917e-9
 
-#: Stellar-mass thresholds above which satellite stellar masses are tabulated (log10 Msun).
+#: Top of the tabulated satellite stellar-mass thresholds, log10 Msun/h^2 (halotools' h = 1).
 _LOG_MSTAR_TOP = 12.6
 
 
@@ -177,7 +181,8 @@ _LOG_MH_GRID = np.round(np.arange(9.0, 16.5 + 1e-9, 0.01), 2)
 
 @lru_cache(maxsize=8)
 def _smhm_mean_log_mstar(redshift: float) -> np.ndarray:
-    """Mean log10 M* [Msun] of Behroozi et al. 2010 (halotools) on :data:`_LOG_MH_GRID`."""
+    """Mean log10 M* of Behroozi et al. 2010 (halotools) on :data:`_LOG_MH_GRID`, in
+    halotools' h = 1 units (log10 Msun/h^2; subtract 2 log10 h for Msun)."""
     from halotools.empirical_models import Behroozi10SmHm
 
     model = Behroozi10SmHm(redshift=redshift)
@@ -185,12 +190,13 @@ def _smhm_mean_log_mstar(redshift: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def _satellite_table(mstar_min: float, redshift: float) -> tuple[np.ndarray, np.ndarray]:
-    """Thresholds and <N_sat(> threshold) | M_h> of Leauthaud et al. 2011 (halotools) on
-    :data:`_LOG_MH_GRID`, shape (n_mh, n_thr)."""
+def _satellite_table(mstar_min_h1: float, redshift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds [log10 Msun/h^2, halotools' h = 1 units] from ``mstar_min_h1`` and
+    <N_sat(> threshold) | M_h> of Leauthaud et al. 2011 (halotools) on :data:`_LOG_MH_GRID`,
+    shape (n_mh, n_thr)."""
     from halotools.empirical_models import Leauthaud11Sats
 
-    thresholds = np.arange(mstar_min, max(_LOG_MSTAR_TOP, mstar_min + 0.5), 0.05)
+    thresholds = np.arange(mstar_min_h1, max(_LOG_MSTAR_TOP, mstar_min_h1 + 0.5), 0.05)
     table = np.empty((_LOG_MH_GRID.size, thresholds.size))
     for j, t in enumerate(thresholds):
         model = Leauthaud11Sats(threshold=float(t), redshift=redshift)
@@ -241,7 +247,8 @@ def populate(
     rng : numpy.random.Generator
         Random generator.
     mstar_min : float
-        Stellar-mass threshold, log10 Msun.
+        Stellar-mass threshold, log10 Msun (h-free; halotools' h = 1 threshold is
+        ``mstar_min + 2 log10 h``).
     beta : float
         Constant velocity anisotropy of satellites (0 isotropic, > 0 radial).
     velocity_bias : float
@@ -256,8 +263,9 @@ def populate(
     Returns
     -------
     dict of numpy.ndarray
-        Galaxy columns ``x, y, z, vx, vy, vz, host_id, is_central, log10_mstar`` and
-        ``r_host`` (3D distance to the host centre, comoving Mpc/h).
+        Galaxy columns ``x, y, z, vx, vy, vz, host_id, is_central, log10_mstar`` (log10 Msun,
+        h-free, see :mod:`dynmass.stellar_mass`) and ``r_host`` (3D distance to the host
+        centre, comoving Mpc/h).
     """
     if not (np.isfinite(velocity_bias) and velocity_bias > 0):
         raise InputError(f"velocity bias {velocity_bias} must be positive", column="velocity_bias")
@@ -273,11 +281,14 @@ def populate(
             f"halo masses must lie in 10^{grid[0]}-10^{grid[-1]} Msun/h to be populated",
             column="m200c",
         )
-    mean_cen = np.interp(log_mh, grid, _smhm_mean_log_mstar(float(redshift)))
+    # halotools' h = 1 stellar masses (Msun/h^2) -> Msun with this cosmology's h
+    mean_cen = msun_from_h1(np.interp(log_mh, grid, _smhm_mean_log_mstar(float(redshift))),
+                            cosmo)
     log_ms_cen = mean_cen + smhm_scatter_dex * rng.standard_normal(n_h)
     has_cen = log_ms_cen >= mstar_min
-    # ---- satellites: numbers and stellar masses
-    thresholds, table = _satellite_table(round(float(mstar_min), 6), float(redshift))
+    # ---- satellites: numbers and stellar masses (the table's thresholds in h = 1 units)
+    thresholds, table = _satellite_table(round(float(h1_from_msun(float(mstar_min), cosmo)), 6),
+                                         float(redshift))
     row = np.clip(np.rint((log_mh - grid[0]) / 0.01).astype(np.int64), 0, grid.size - 1)
     n_mean = np.interp(log_mh, grid, table[:, 0])
     n_sat = rng.poisson(n_mean)
@@ -290,6 +301,8 @@ def populate(
         frac = table[r] / table[r, 0] if table[r, 0] > 0 else np.zeros_like(table[r])
         # frac decreases from 1 at mstar_min; invert N(>t)/N(>t_min) = u
         log_ms_sat[sel] = np.interp(u[sel], frac[::-1], thresholds[::-1])
+    # back to Msun (>= mstar_min also after rounding the table's first threshold)
+    log_ms_sat = np.maximum(msun_from_h1(log_ms_sat, cosmo), mstar_min)
     # ---- satellite phase space, positions and velocities of every galaxy
     placed = place_galaxies(
         halos, has_cen, host_idx, box_size, redshift, cosmo, rng, beta=beta,

@@ -7,7 +7,8 @@ universe --occupation``):
 
 * ``"leauthaud11"`` (default): stellar-mass threshold, Leauthaud et al. 2011 (ApJ 738, 45)
   with the Behroozi et al. 2010 (ApJ 717, 379) stellar-to-halo-mass relation
-  (:func:`dynmass.universe.galaxies.populate`). Galaxies carry ``log10_mstar``.
+  (:func:`dynmass.universe.galaxies.populate`). Galaxies carry ``log10_mstar`` (log10 Msun,
+  h-free; halotools' h = 1 stellar masses converted, :mod:`dynmass.stellar_mass`).
 * ``"zheng07"``: r-band luminosity threshold, Zheng et al. 2007 (ApJ 667, 760), through
   halotools' ``Zheng07Cens`` and ``Zheng07Sats`` with the Table 1 parameters halotools
   tabulates for the threshold (:func:`populate_zheng07`):
@@ -274,7 +275,7 @@ def occupation_parameters(occupation: str, *, mstar_min: float = 9.5,
     occupation : str
         One of :data:`OCCUPATIONS`.
     mstar_min : float
-        Stellar-mass threshold of ``leauthaud11``, log10 Msun.
+        Stellar-mass threshold of ``leauthaud11``, log10 Msun (h-free).
     smhm_scatter_dex : float
         Central stellar-mass scatter of ``leauthaud11``, dex.
     zheng07_threshold : float
@@ -284,7 +285,7 @@ def occupation_parameters(occupation: str, *, mstar_min: float = 9.5,
     -------
     dict
         ``model``, ``reference``, ``halotools_version`` and the parameters: for
-        ``leauthaud11`` ``mstar_min`` and ``smhm_scatter_dex``; for ``zheng07`` the threshold,
+        ``leauthaud11`` ``mstar_min``, its unit ``mstar_unit`` and ``smhm_scatter_dex``; for ``zheng07`` the threshold,
         the Table 1 values (``logMmin, sigma_logM, logM0, logM1, alpha``, masses log10
         Msun/h), ``modulate_with_cenocc`` (False), the halo mass used and the galaxy
         properties left out.
@@ -295,7 +296,8 @@ def occupation_parameters(occupation: str, *, mstar_min: float = 9.5,
     out: dict[str, Any] = {"model": occupation, "reference": _REFERENCES[occupation],
                            "halotools_version": halotools.__version__}
     if occupation == "leauthaud11":
-        out.update(mstar_min=float(mstar_min), smhm_scatter_dex=float(smhm_scatter_dex))
+        out.update(mstar_min=float(mstar_min), mstar_unit="log10 Msun (h-free)",
+                   smhm_scatter_dex=float(smhm_scatter_dex))
     else:
         out.update(threshold_mag_r=thr, **zheng07_parameters(thr), modulate_with_cenocc=False,
                    central_draw="Bernoulli(<N_cen>)", satellite_draw="Poisson(<N_sat>)",
