@@ -436,18 +436,49 @@ def test_folder_without_predictions_named(tmp_path, rng):
         load_run(tmp_path / "nothing_here")
 
 
-def test_nan_predictions_named(tmp_path, rng):
-    folder = synthetic_predictions_run(tmp_path / "nanrun", rng, n_halos=5)
+def _set_cell(folder, row, col, value):
     text = (folder / "predictions.csv").read_text().splitlines()
-    parts = text[3].split(",")
-    parts[4] = "nan"
-    text[3] = ",".join(parts)
+    parts = text[row].split(",")
+    parts[col] = value
+    text[row] = ",".join(parts)
     (folder / "predictions.csv").write_text("\n".join(text) + "\n")
-    with pytest.raises(InputError, match="NaN/inf") as err:
+
+
+def test_inf_predictions_named(tmp_path, rng):
+    folder = synthetic_predictions_run(tmp_path / "infrun", rng, n_halos=5)
+    _set_cell(folder, 3, 4, "inf")
+    with pytest.raises(InputError, match="inf") as err:
         load_run(folder)
     msg = str(err.value)
-    assert "nanrun" in msg and "predictions.csv" in msg and "log10_m200c_pred" in msg
+    assert "infrun" in msg and "predictions.csv" in msg and "log10_m200c_pred" in msg
     assert "row 3" in msg
+    folder = synthetic_predictions_run(tmp_path / "nantrue", rng, n_halos=5)
+    _set_cell(folder, 2, 3, "nan")  # a NaN true mass is a broken file, not a failure
+    with pytest.raises(InputError, match=r"NaN/inf.*row 2|log10_m200c_true"):
+        load_run(folder)
+
+
+def test_nan_predictions_are_counted_failures(tmp_path, rng):
+    """A NaN prediction marks a view the model failed on: counted, reported, left out of the
+    statistics (never dropped silently)."""
+    folder = synthetic_predictions_run(tmp_path / "nanrun", rng, n_halos=5)
+    whole = load_run(folder)
+    for row in (2, 5):
+        _set_cell(folder, row, 4, "nan")
+    run = load_run(folder)
+    assert run.n_failed == 2 and run.n_views == whole.n_views - 2
+    assert np.isfinite(run.log_m_pred).all()
+    m = metrics(run, n_boot=0)
+    assert m["n_failed"] == 2 and m["n_views"] == whole.n_views
+    assert m["failure_fraction"] == pytest.approx(2 / whole.n_views)
+    assert m["overall"]["n"] == whole.n_views - 2 and m["overall"]["n_failed"] == 2
+    assert sum(b["n_failed"] for b in m["bins"]) == 2
+    table = format_table({"models": {"nanrun": m}})
+    assert "failed" in table and "2 (" in table
+    for row in range(1, whole.n_views + 1):
+        _set_cell(folder, row, 4, "nan")
+    with pytest.raises(InputError, match="failed on every view"):
+        load_run(folder)
 
 
 def test_missing_column_and_bad_json_named(tmp_path, rng):

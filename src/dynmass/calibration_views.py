@@ -11,6 +11,7 @@ intervals on it, :func:`dynmass.coverage.coverage` checks them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,11 +25,21 @@ from dynmass.models.base import Estimator, ensemble_predictions
 from dynmass.observations import read_independent_views, universe_of
 from dynmass.rundir import read_predictions
 
+log = logging.getLogger(__name__)
+
 
 def held_out_calibration(path: str | os.PathLike) -> Calibration:
     """Calibration views of a run: its ``predictions.csv`` (held-out predictions, one row per
-    view), read and checked by :func:`dynmass.rundir.read_predictions`."""
+    view), read and checked by :func:`dynmass.rundir.read_predictions`. Views the model
+    failed on (NaN prediction) cannot calibrate a belt: they are left out with a warning that
+    counts them (the belt then describes the views the model can weigh)."""
     cols = read_predictions(path)
+    ok = np.isfinite(cols["log10_m200c_pred"])
+    if not ok.all():
+        log.warning("%s: %d of %d views have no prediction (the model failed on them); the "
+                    "belt is calibrated on the other %d", path, int((~ok).sum()), len(ok),
+                    int(ok.sum()))
+        cols = {k: v[ok] for k, v in cols.items()}
     return Calibration(
         pred=cols["log10_m200c_pred"],
         true=cols["log10_m200c_true"],

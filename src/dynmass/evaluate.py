@@ -209,11 +209,16 @@ def format_table(result: dict[str, Any]) -> str:
     of the shift per rate, the median shift per rate (host-bootstrap error, worst judged 0.2-dex
     bin of true mass), the scatter of prediction minus truth per rate next to the Poisson floor
     (:func:`dynmass.sampling.poisson_floor_dex`), and the verdict of each model's median-shift
-    claim (:func:`dynmass.sampling.median_shift_claim`).
+    claim (:func:`dynmass.sampling.median_shift_claim`). When a run has views without a
+    prediction (NaN), a "failed" column gives their number and fraction (the statistics leave
+    them out).
     """
     models = result.get("models", {})
     head = ["run", "model", "views", "bias", "s68", "std", "catastr", "bias[14,15)",
             "s68[14,15)", "std[14,15)", "train_s", "predict_s"]
+    failures = any(m.get("n_failed") for m in models.values())
+    if failures:
+        head.insert(3, "failed")
     rows = []
     for name, m in models.items():
         o, p = m["overall"], m["paper_range"]
@@ -225,8 +230,14 @@ def format_table(result: dict[str, Any]) -> str:
             _fmt(p["std"]), _fmt(m.get("train_seconds"), ".1f"),
             _fmt(m.get("predict_seconds"), ".2f"),
         ])
+        if failures:
+            frac = _fmt(m.get("failure_fraction"), ".1%")
+            rows[-1].insert(3, f"{m.get('n_failed') or 0} ({frac})")
     lines = ["eps = log10(M_pred/M_true) [dex]; s68 = half 16-84 width; "
              "[14,15) = 1e14 <= M200c < 1e15 Msun/h", *_columns(head, rows)]
+    if failures:
+        lines.insert(1, "failed = views without a prediction (NaN: the estimator failed); "
+                        "the statistics use the other views only")
     samp = {n: m["sampling"] for n, m in models.items() if m.get("sampling")}
     if samp:
         rates = next(iter(samp.values()))["rates"]

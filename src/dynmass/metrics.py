@@ -184,41 +184,62 @@ def metrics(
     Returns
     -------
     dict
-        ``model``, ``run_dir``, ``n_views``, ``n_halos``, ``overall``, ``paper_range``,
+        ``model``, ``run_dir``, ``n_views``, ``n_halos``, ``n_failed`` and
+        ``failure_fraction`` (views whose prediction is NaN: the model failed on them, e.g. a
+        classical estimator with too few members), ``overall``, ``paper_range``,
         ``bins`` (list of ``{"lo", "hi", ...stats}``), ``timing``, and ``train_seconds`` /
         ``predict_seconds`` (wall seconds from timing.json, None if absent). Statistics keys are
-        those of :func:`summarize`.
+        those of :func:`summarize`, computed on the views *with* a prediction, plus
+        ``n_failed`` (failed views of that block, not in its ``n``).
     """
-    eps = residuals(run)
-    lm = run.log_m_true
-    hid = run.halo_id
+    # views the model failed on: kept apart by load_run (run.failed), or NaN in a Run built
+    # directly; both are counted in n_failed and left out of the statistics
+    fail_cols = getattr(run, "failed", None) or {}
+    n_apart = len(fail_cols.get("halo_id", ()))
+    eps = np.concatenate([residuals(run), np.full(n_apart, np.nan)])
+    lm = np.concatenate([run.log_m_true, fail_cols.get("log10_m200c_true", np.zeros(0))])
+    hid = np.concatenate([run.halo_id, fail_cols.get("halo_id", np.zeros(0, np.int64))])
+    los_all = np.concatenate([np.asarray(run.predictions["los"]),
+                              fail_cols.get("los", np.zeros(0, np.int64))])
+    failed = ~np.isfinite(eps)
+    ok = ~failed
+    n_failed = int(failed.sum())
+    n_all = len(eps)
+    if n_failed:
+        log.warning("%s: %d of %d views have no prediction (NaN: the model failed on them); "
+                    "their statistics use the other %d views", run.name, n_failed, n_all,
+                    n_all - n_failed)
+
+    def block(sel: np.ndarray) -> dict[str, float]:
+        return {**summarize(eps[sel & ok], hid[sel & ok], n_boot, seed),
+                "n_failed": int((sel & failed).sum())}
+
     edges = (mass_bin_edges(lm, float(mass_bins)) if np.isscalar(mass_bins)
              else np.asarray(mass_bins, dtype=float))
     lo, hi = paper_range
     in_range = (lm >= lo) & (lm < hi)
-    axes = np.asarray(run.predictions["los"]) < 3
+    axes = los_all < 3
     bins = []
     for k in range(len(edges) - 1):
         sel = (lm >= edges[k]) & (lm < edges[k + 1])
         if k == len(edges) - 2:
             sel |= lm == edges[k + 1]
-        bins.append({"lo": float(edges[k]), "hi": float(edges[k + 1]),
-                     **summarize(eps[sel], hid[sel], n_boot, seed)})
+        bins.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), **block(sel)})
     timing = _timing_block(run)
     return {
         "model": run.model,
         "run_dir": str(run.path),
-        "n_views": run.n_views,
+        "n_views": n_all,
         "n_halos": int(len(np.unique(hid))),
-        "overall": summarize(eps, hid, n_boot, seed),
-        "paper_range": {"lo": float(lo), "hi": float(hi),
-                        **summarize(eps[in_range], hid[in_range], n_boot, seed)},
+        "n_failed": n_failed,
+        "failure_fraction": n_failed / n_all if n_all else 0.0,
+        "overall": block(np.ones(len(eps), dtype=bool)),
+        "paper_range": {"lo": float(lo), "hi": float(hi), **block(in_range)},
         # the paper's test set: the 3 orthogonal (box-axis) views of each host only, so that
         # hosts given extra lines of sight to flatten the training mass function are not
         # over-weighted
         "paper_range_axes": {"lo": float(lo), "hi": float(hi), "views": "los < 3",
-                             **summarize(eps[in_range & axes], hid[in_range & axes], n_boot,
-                                         seed)},
+                             **block(in_range & axes)},
         "bins": bins,
         "timing": timing,
         "train_seconds": timing["train_seconds"],

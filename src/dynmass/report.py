@@ -98,6 +98,11 @@ def _summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      _f(o["catastrophic_fraction"], ".2%"), _f(p["bias_median"], "+.3f"),
                      _pm(p, "half_width_16_84"), _pm(p, "std"),
                      _f(m.get("train_seconds"), ".1f"), _f(m.get("predict_seconds"), ".2f")])
+    if any(m.get("n_failed") for m in result["models"].values()):
+        # views a model failed on (NaN prediction): counted here, left out of the statistics
+        head.insert(3, "failed (no prediction)")
+        for row, m in zip(rows, result["models"].values(), strict=True):
+            row.insert(3, f"{m.get('n_failed') or 0} ({_f(m.get('failure_fraction'), '.1%')})")
     return head, rows
 
 

@@ -57,8 +57,13 @@ class Run:
     timing : dict
         The run's ``timing.json`` (empty when the file is absent).
     predictions : dict of str to numpy.ndarray
-        The columns of ``predictions.csv`` (:data:`PREDICTION_COLUMNS` at least);
-        masses are log10 M200c [Msun/h].
+        The columns of ``predictions.csv`` (:data:`PREDICTION_COLUMNS` at least) for the views
+        the model predicted; masses are log10 M200c [Msun/h].
+    failed : dict of str to numpy.ndarray
+        The same columns for the views the model failed on (``log10_m200c_pred`` NaN in the
+        file, e.g. a classical estimator left with too few members): kept apart so that every
+        statistic is computed on predicted views while the failures are counted and reported
+        (:attr:`n_failed`), never dropped silently.
     """
 
     name: str
@@ -67,6 +72,12 @@ class Run:
     settings: dict[str, Any]
     timing: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    failed: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_failed(self) -> int:
+        """Number of views without a prediction (the model failed on them)."""
+        return len(self.failed.get("halo_id", ()))
 
     @property
     def n_views(self) -> int:
@@ -272,7 +283,8 @@ def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises
     ------
     InputError
-        Missing file or column, no rows, non-numeric or non-finite values, duplicate views.
+        Missing file or column, no rows, non-numeric or infinite values, NaN outside
+        ``log10_m200c_pred`` (where NaN marks a view the model failed on), duplicate views.
     """
     path = Path(path)
     if not path.is_file():
@@ -306,11 +318,14 @@ def read_predictions(path: str | os.PathLike) -> dict[str, np.ndarray]:
             out[col] = np.array(values)
             continue
         if col in PREDICTION_COLUMNS:
-            finite = np.isfinite(arr)
+            # a NaN prediction is a view the model failed on (counted by load_run and the
+            # metrics); NaN anywhere else, and inf anywhere, is a broken file
+            finite = np.isfinite(arr) | (np.isnan(arr) if col == "log10_m200c_pred" else False)
             if not finite.all():
                 first = int(np.flatnonzero(~finite)[0])
+                what = "inf" if col == "log10_m200c_pred" else "NaN/inf"
                 raise InputError(
-                    f"{int((~finite).sum())} NaN/inf values, first at data row {first + 1} "
+                    f"{int((~finite).sum())} {what} values, first at data row {first + 1} "
                     f"(halo_id {rows[first][header.index('halo_id')]})", path, col)
         out[col] = arr.astype(np.int64) if col in _INT_COLUMNS else arr
     key = np.rec.fromarrays([out["halo_id"], out["los"]])
@@ -348,20 +363,31 @@ def load_run(run_dir: str | os.PathLike, name: str | None = None) -> Run:
     ------
     InputError
         Not a folder; missing ``predictions.csv`` or ``settings.json``; bad JSON; missing
-        columns; NaN/inf or non-numeric predictions; duplicate views. The message names the file.
+        columns; inf or non-numeric predictions, NaN outside ``log10_m200c_pred`` or NaN in every
+        prediction; duplicate views. The message names the file.
     """
     path = Path(run_dir)
     if not path.is_dir():
         raise InputError("not a run folder (expected predictions.csv, settings.json, "
                          "timing.json inside)", path=path)
     rd = RunDir(path)
-    predictions = rd.read_predictions()
+    columns = rd.read_predictions()
     settings = _read_json(rd.settings_path)
     if "model" not in settings:
         raise InputError("settings lack the key 'model'", path=rd.settings_path)
     timing = rd.read_timing()
+    ok = np.isfinite(columns["log10_m200c_pred"])
+    if not ok.any():
+        raise InputError("the model failed on every view (all predictions NaN)",
+                         rd.predictions_path, "log10_m200c_pred")
+    predictions = {k: v[ok] for k, v in columns.items()}
+    failed = {k: v[~ok] for k, v in columns.items()} if not ok.all() else {}
+    if failed:
+        log.warning("%s: the model failed on %d of %d views (NaN predictions); they are "
+                    "counted as failures and left out of the statistics", rd.predictions_path,
+                    int((~ok).sum()), len(ok))
     return Run(name=name or path.resolve().name, path=path, model=str(settings["model"]),
-               settings=settings, timing=timing, predictions=predictions)
+               settings=settings, timing=timing, predictions=predictions, failed=failed)
 
 
 def check_same_observations(runs: Sequence[Run]) -> None:

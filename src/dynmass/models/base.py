@@ -39,6 +39,12 @@ MODEL_NAMES: dict[str, str] = {
     "sdm": "dynmass.models.sdm:SDM",
     "cnn1d": "dynmass.models.cnn:CNN1D",
     "cnn2d": "dynmass.models.cnn:CNN2D",
+    "gapper_virial": "dynmass.models.classical:GapperVirial",
+    "gapper_pme": "dynmass.models.classical:GapperPME",
+    "clip_virial": "dynmass.models.classical:ClipVirial",
+    "clip_pme": "dynmass.models.classical:ClipPME",
+    "gapper_msigma": "dynmass.models.interlopers:GapperMSigma",
+    "caustic": "dynmass.models.caustic:Caustic",
 }
 
 
