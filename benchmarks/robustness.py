@@ -8,20 +8,32 @@ M200c = 1e13 Msun/h, views with >= 10 galaxies):
 * ``centre=members r=<rate>``: the cylinder centred on the galaxies (the algorithm of
   ``dynmass predict``) instead of the true halo;
 * ``occupation=<model> r=<rate>``: the same halos populated by another occupation model
-  (``dynmass universe --occupation``), when such a universe is given.
+  (``dynmass universe --occupation``), when such a universe is given;
+* ``z=<z> r=<rate>`` (rates 1 and 0.25): an independent universe built at another snapshot
+  redshift (``dynmass universe --redshift``), given with ``--z-universe Z=PATH``. Each view is
+  predicted as ``dynmass predict --allow-extrapolation`` predicts a real cluster at z: the
+  bundle's percentiles (``Bundle.predict`` does not check the redshift of the views) plus the
+  self-similar term ``redshift_correction_dex(z, z_train, cosmo)`` of :mod:`dynmass.redshift`
+  added to every percentile (0 at the training redshift, so the other conditions are
+  unchanged); the scores without the term are kept as ``uncorrected``
+  (``benchmarks/robustness_z.py``).
 
 For every model and condition, over views with true log10 M200c in [14, 15] [Msun/h]: the
 median of ``p50 - true`` (dex) overall and in the worst 0.2-dex bin of true mass (bins with
 >= 30 views), the scatter (std and 16-84 half width, dex), and the fraction of views whose
 68% and 95% intervals contain the true mass, overall and the worst bin's distance from
-nominal. Writes ``robustness.json``, ``robustness.md`` and ``robustness.png`` into ``-o``.
+nominal. Writes ``robustness.json``, ``robustness.md`` and ``robustness.png`` into ``-o``; with
+redshift conditions also ``robustness_z.md`` and ``robustness_z.png`` (bias and coverage against
+redshift), and the JSON gains per-condition ``physics`` (richness, interlopers, R200c, sigma_v at
+fixed mass) and per-universe ``universe_physics``.
 
 Usage::
 
     python benchmarks/robustness.py --model new=build/new_default_model.h5 \\
         --model old=src/dynmass/data/default_model.h5 \\
         --universe build/default-model/universe_103.h5 \\
-        [--alt-universe zheng07=build/robustness/universe_103_zheng07.h5] -o docs/robustness
+        [--alt-universe zheng07=build/robustness/universe_103_zheng07.h5] \\
+        [--z-universe 0.3=build/robustness_z/universe_z0.3_s202.h5 ...] -o docs/robustness
 """
 
 from __future__ import annotations
@@ -34,21 +46,27 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import robustness_z as rz  # noqa: E402
+
 RATES = (1.0, 0.5, 0.25, 0.1, 0.05)
 EDGES = np.round(np.arange(14.0, 15.001, 0.2), 3)
 MIN_BIN_VIEWS = 30
 
 
-def conditions(universe: Path, alt: dict[str, Path]) -> list[dict]:
+def conditions(universe: Path | None, alt: dict[str, Path],
+               z_universes: dict[str, Path] | None = None) -> list[dict]:
     """Every (label, universe, setup fields) to observe."""
-    out = [{"label": f"r={r:g}", "universe": universe, "sampling_rate": r, "center": "true"}
-           for r in RATES]
-    out += [{"label": f"centre=members r={r:g}", "universe": universe, "sampling_rate": r,
-             "center": "members"} for r in (1.0, 0.25)]
+    out = []
+    if universe is not None:
+        out += [{"label": f"r={r:g}", "universe": universe, "sampling_rate": r,
+                 "center": "true"} for r in RATES]
+        out += [{"label": f"centre=members r={r:g}", "universe": universe, "sampling_rate": r,
+                 "center": "members"} for r in (1.0, 0.25)]
     for name, path in alt.items():
         out += [{"label": f"occupation={name} r={r:g}", "universe": path, "sampling_rate": r,
                  "center": "true"} for r in (1.0, 0.25)]
-    return out
+    return out + rz.z_conditions(z_universes or {})
 
 
 def observed(cond: dict, work: Path, seed: int):
@@ -95,9 +113,10 @@ def scores(q: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def run(models: dict[str, Path], universe: Path, alt: dict[str, Path], out: Path,
-        seed: int = 7, work: Path | None = None) -> dict:
-    """Score every model on every condition; write the JSON, table and figure (views are
+def run(models: dict[str, Path], universe: Path | None, alt: dict[str, Path], out: Path,
+        seed: int = 7, work: Path | None = None,
+        z_universes: dict[str, Path] | None = None) -> dict:
+    """Score every model on every condition; write the JSON, tables and figures (views are
     cached in ``work``, default ``out/views``)."""
     from dynmass.bundle import load_bundle
 
@@ -105,25 +124,39 @@ def run(models: dict[str, Path], universe: Path, alt: dict[str, Path], out: Path
     work = out / "views" if work is None else Path(work)
     work.mkdir(parents=True, exist_ok=True)
     bundles = {k: load_bundle(v) for k, v in models.items()}
-    result: dict = {"models": {k: str(v) for k, v in models.items()}, "universe": str(universe),
-                    "alt_universes": {k: str(v) for k, v in alt.items()}, "conditions": {}}
-    for cond in conditions(universe, alt):
+    z_universes = dict(z_universes or {})
+    result: dict = {"models": {k: str(v) for k, v in models.items()},
+                    "universe": None if universe is None else str(universe),
+                    "alt_universes": {k: str(v) for k, v in alt.items()},
+                    "z_universes": {k: str(v) for k, v in z_universes.items()},
+                    "z_train": next(iter(bundles.values())).obs_settings.get("redshift"),
+                    "conditions": {}}
+    for cond in conditions(universe, alt, z_universes):
         t0 = time.perf_counter()
         obs = observed(cond, work, seed)
+        t_obs = time.perf_counter() - t0
         true = obs.log10_m200c()
         keep = (obs.n_gal >= 10) & (true >= 14.0) & (true < 15.0)
-        row = {"n_views": int(obs.n_views), "median_n_gal": float(np.median(obs.n_gal[keep]))}
+        row = {"n_views": int(obs.n_views), "median_n_gal": float(np.median(obs.n_gal[keep])),
+               "redshift": obs.settings.get("redshift"), "physics": rz.view_physics(obs, keep)}
         for name, bundle in bundles.items():
-            res = bundle.predict(obs)
-            q = np.column_stack([res[f"log10_m200c_{p}"]
-                                 for p in ("p2_5", "p16", "p50", "p84", "p97_5")])
+            q, raw, info = rz.predict_as_user(bundle, obs)
             row[name] = scores(q[keep], true[keep])
-        row["seconds"] = time.perf_counter() - t0
+            row[name]["uncorrected"] = rz.uncorrected_scores(scores(raw[keep], true[keep]))
+            row["correction_dex"], row["extrapolated"] = info["correction_dex"], info["extrapolated"]
+        row["seconds_observe"], row["seconds"] = t_obs, time.perf_counter() - t0
         result["conditions"][cond["label"]] = row
-        print(cond["label"], {k: round(row[k]["median"], 3) for k in bundles}, file=sys.stderr)
+        print(cond["label"], {k: round(row[k]["median"], 3) for k in bundles},
+              f"{row['seconds']:.0f} s", file=sys.stderr)
+    names = list(bundles)
+    if z_universes:
+        paths = ([universe] if universe is not None else []) + list(z_universes.values())
+        result["universe_physics"] = {str(p): rz.universe_physics(p) for p in paths}
+        (out / "robustness_z.md").write_text(rz.z_table(result, names))
+        rz.z_figure(result, names, out / "robustness_z.png")
     (out / "robustness.json").write_text(json.dumps(result, indent=1))
-    (out / "robustness.md").write_text(table(result, list(bundles)))
-    figure(result, list(bundles), out / "robustness.png")
+    (out / "robustness.md").write_text(table(result, names))
+    figure(result, names, out / "robustness.png")
     return result
 
 
@@ -135,7 +168,7 @@ def table(result: dict, names: list[str]) -> str:
         cells = []
         for c in conds:
             s = result["conditions"][c][name]
-            cells.append(f"{s['median']:+.3f} (worst bin {s['worst_bin_median']:+.3f}); "
+            cells.append(f"{s['median']:+.3f} (worst bin {rz._f(s['worst_bin_median'])}); "
                          f"std {s['std']:.3f}; 68/95% {100 * s['cov68']:.0f}/"
                          f"{100 * s['cov95']:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -164,18 +197,18 @@ def figure(result: dict, names: list[str], path: Path) -> None:
         axes[1].plot(rates, [x["cov68"] for x in s], "o-", label=f"{name} 68%")
         axes[1].plot(rates, [x["cov95"] for x in s], "s--", label=f"{name} 95%",
                      color=axes[1].lines[-1].get_color())
-    axes[0].axhspan(-0.03, 0.03, color="0.85")
-    axes[0].set(xscale="log", xlabel="sampling rate", ylabel="median p50 - true [dex]",
+    axes[0].axhspan(-0.03, 0.03, color="0.85", zorder=0)
+    axes[0].set(xscale="log" if rates else "linear", xlabel="sampling rate", ylabel="median p50 - true [dex]",
                 title="bias at fixed true mass (dotted: worst 0.2-dex bin)")
     axes[1].axhline(0.68, color="0.5", ls=":")
     axes[1].axhline(0.95, color="0.5", ls=":")
-    axes[1].set(xscale="log", xlabel="sampling rate", ylabel="coverage", title="intervals")
-    other = [c for c in result["conditions"] if not c.startswith("r=")]
+    axes[1].set(xscale="log" if rates else "linear", xlabel="sampling rate", ylabel="coverage", title="intervals")
+    other = [c for c in result["conditions"] if not c.startswith(("r=", "z="))]
     x = np.arange(len(other))
     for k, name in enumerate(names):
         axes[2].bar(x + 0.8 * k / len(names), [result["conditions"][c][name]["median"]
                                                for c in other], 0.8 / len(names), label=name)
-    axes[2].axhspan(-0.03, 0.03, color="0.85")
+    axes[2].axhspan(-0.03, 0.03, color="0.85", zorder=0)
     axes[2].set_xticks(x + 0.4 - 0.4 / len(names), other, rotation=20, ha="right", fontsize=8)
     axes[2].set(ylabel="median p50 - true [dex]", title="other centres and occupations")
     for ax in axes:
@@ -199,15 +232,21 @@ def _pairs(items: list[str]) -> dict[str, Path]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", required=True, help="NAME=BUNDLE.h5")
-    p.add_argument("--universe", type=Path, required=True, help="independent universe file")
+    p.add_argument("--universe", type=Path, default=None,
+                   help="independent universe file (at the training redshift)")
     p.add_argument("--alt-universe", action="append", default=[],
                    help="NAME=UNIVERSE.h5: the same halos, another occupation model")
+    p.add_argument("--z-universe", action="append", default=[],
+                   help="Z=UNIVERSE.h5: an independent universe at snapshot redshift Z")
     p.add_argument("--seed", type=int, default=7, help="observe seed (default 7)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the observed views (default OUTPUT/views)")
     a = p.parse_args(argv)
-    run(_pairs(a.model), a.universe, _pairs(a.alt_universe), a.output, a.seed, a.work)
+    if a.universe is None and not a.z_universe:
+        p.error("give --universe, --z-universe or both")
+    run(_pairs(a.model), a.universe, _pairs(a.alt_universe), a.output, a.seed, a.work,
+        _pairs(a.z_universe))
     return 0
 
 

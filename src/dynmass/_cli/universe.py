@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="width of the mass bins placed with one bias, dex (default 0.1)")
     g.add_argument("--no-unresolved-velocities", action="store_true",
                    help="do not add the sub-grid linear velocity dispersion to halo velocities")
+    g.add_argument("--outskirts", action="store_true",
+                   help="N-body-like halos (off by default): satellites beyond R200c on a "
+                   "Diemer & Kravtsov 2014 splashback profile to 4 R200c (added to those within "
+                   "R200c), triaxial halos (Allgood et al. 2006) with aligned velocity "
+                   "ellipsoids, and spherical-infall velocities (Yahil 1985) of the halos "
+                   "around hosts above 10^13.5 Msun/h")
     x = p.add_argument_group("convert an external catalog")
     x.add_argument("--from", dest="source", type=Path, default=None, help="catalog file to convert")
     x.add_argument("--format", choices=("universemachine", "universemachine-bin", "hlist", "table"),
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             velocity_bias=args.velocity_bias, conc_scatter_dex=args.conc_scatter,
             mass_bin_dex=args.mass_bin, unresolved_velocities=not args.no_unresolved_velocities,
             occupation=args.occupation, zheng07_threshold=args.zheng07_threshold,
+            outskirts=args.outskirts,
         )
         summary = {"output": str(args.output), "n_halos": info["n_halos"],
                    "n_galaxies": info["n_galaxies"]}
@@ -132,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
 
         if args.format is None:
             raise InputError("--from needs --format", path=args.source)
+        if args.outskirts:
+            raise InputError("--outskirts applies to the mock universe, not to --from",
+                             column="outskirts")
         if args.occupation != OCCUPATIONS[0]:
             raise InputError(f"--occupation {args.occupation} applies to the mock universe, "
                              "not to --from (--hlist-galaxies hod uses leauthaud11)",

@@ -13,6 +13,13 @@
   :func:`write_universe` (bounded memory).
 * :mod:`~dynmass.universe.validate`: checks against Tinker et al. 2008, Evrard et al. 2008 and
   b^2 xi_lin, with figures (:func:`check_catalog_file`, used by ``dynmass check``).
+* The ``outskirts`` option (off by default; issue 13): :mod:`~dynmass.universe.outskirts`
+  (satellites beyond R200c on the Diemer & Kravtsov 2014 orbiting profile of
+  :mod:`~dynmass.universe.orbiting`),
+  :mod:`~dynmass.universe.shapes` (triaxial halos, aligned velocity ellipsoids),
+  :mod:`~dynmass.universe.infall` (spherical infall around massive halos) and
+  :mod:`~dynmass.universe.validate_outskirts` (step at R200c, infall, turnaround, interloper
+  velocities, sigma_los viewing-angle spread).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ _EXPORTS = {
     "r200c_comoving": "dynmass.universe.massfunction",
     "check_catalog": "dynmass.universe.validate",
     "check_catalog_file": "dynmass.universe.validate",
+    "check_outskirts": "dynmass.universe.validate_outskirts",
 }
 
 __all__ = ["DEFAULT_BOX", "DEFAULT_REDSHIFT", "OCCUPATIONS", "ZHENG07_DEFAULT_THRESHOLD",

@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 
 #: Halos populated at once (bounds the memory of the galaxy arrays).
 _POPULATE_CHUNK = 20_000
+#: The ``outskirts`` model tables of the last universe built (keyed by redshift, cosmology
+#: and mass grid).
+_OUTSKIRTS_TABLES: dict[tuple, tuple[Any, Any]] = {}
 
 
 @dataclass
@@ -101,6 +104,15 @@ class UniverseSettings:
         r-band absolute-magnitude threshold, M_r - 5 log10 h, of ``occupation="zheng07"``:
         one of the Zheng et al. 2007 Table 1 values halotools tabulates, -18 to -22 in steps
         of 0.5 (default -20.5).
+    outskirts : bool
+        The halo model of issue 13 (:mod:`dynmass.universe.outskirts`): satellites beyond
+        R200c following the Diemer & Kravtsov 2014 orbiting profile to 4 R200c (added to the
+        occupation's satellites within R200c), triaxial halos (Allgood et al. 2006) with
+        aligned velocity ellipsoids, and spherical-infall velocities (Yahil 1985) of the halos
+        around hosts above 10^13.5 Msun/h (:mod:`dynmass.universe.infall`). Default False:
+        NFW satellites truncated at R200c in spherical halos, linear flows only (the default
+        universe is unchanged). The same seed gives the same halo masses and positions either
+        way.
     """
 
     box_size: float = DEFAULT_BOX
@@ -120,6 +132,7 @@ class UniverseSettings:
     fixed_amplitude: bool = False
     occupation: str = "leauthaud11"
     zheng07_threshold: float = ZHENG07_DEFAULT_THRESHOLD
+    outskirts: bool = False
 
     def __post_init__(self) -> None:
         self.cosmology = validate_cosmology(dict(self.cosmology))
@@ -148,6 +161,10 @@ class UniverseSettings:
             raise InputError(f"grid={self.grid} must lie in [8, 2048]", column="grid")
         self.grid = int(self.grid)
         self.seed = int(self.seed)
+        if not isinstance(self.outskirts, (bool, np.bool_)):
+            raise InputError(f"setting outskirts={self.outskirts!r} must be true or false",
+                             column="outskirts")
+        self.outskirts = bool(self.outskirts)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dictionary (JSON-able) of the settings, with ``occupation_parameters`` (the
@@ -158,6 +175,11 @@ class UniverseSettings:
         d["occupation_parameters"] = occupation_parameters(
             self.occupation, mstar_min=self.mstar_min, smhm_scatter_dex=self.smhm_scatter_dex,
             zheng07_threshold=self.zheng07_threshold)
+        if self.outskirts:
+            from dynmass.universe.infall import infall_parameters
+            from dynmass.universe.outskirts import outskirts_parameters
+
+            d["outskirts_parameters"] = {**outskirts_parameters(), **infall_parameters()}
         return d
 
     def galaxy_columns(self) -> tuple[str, ...]:
@@ -205,27 +227,42 @@ def iter_universe_chunks(
     centres = np.sqrt(edges[:-1] * edges[1:])
     sig_extra = (unresolved_velocity_dispersion(centres, field) if s.unresolved_velocities
                  else np.zeros(centres.size))
-    next_id = 0
-    for b in range(len(edges) - 1):
+
+    def draw(b: int) -> tuple[dict[str, np.ndarray], np.random.Generator] | None:
+        """The halos of mass bin ``b`` (without ids) and the bin's random generator."""
         rng = np.random.default_rng(bin_seqs[b])
         n = int(rng.poisson(expected[b]))
         if n == 0:
-            continue
+            return None
         masses = np.sort(table.sample(n, edges[b], edges[b + 1], rng))[::-1]
         bias = _mean_bias(edges[b], edges[b + 1], table, log_m_tab, bias_tab)
         density = field.biased_density(bias, xi_grid)
         pos = sample_cells(density, n, box, rng)
         del density
-        halos = {
-            "id": np.arange(next_id, next_id + n, dtype=np.int64),
-            "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2],
-        }
+        halos = {"id": np.zeros(0, np.int64), "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]}
         for k, col in enumerate(("vx", "vy", "vz")):
             halos[col] = cic_interpolate(vel[k], pos, box) + sig_extra[b] * rng.standard_normal(n)
         halos["m200c"] = masses
         halos["r200c"] = r200c_comoving(masses, z, cosmo)
         halos["bias"] = np.full(n, bias, dtype=np.float32)
+        return halos, rng
+
+    om = infall = hosts = None
+    drawn: dict[int, tuple[dict[str, np.ndarray], np.random.Generator] | None] = {}
+    if s.outskirts:
+        om, infall, hosts, drawn = _outskirts_setup(s, log_m_tab, bias_tab, conc_tab, edges,
+                                                    draw)
+    next_id = 0
+    for b in range(len(edges) - 1):
+        got = drawn.pop(b) if b in drawn else draw(b)
+        if got is None:
+            continue
+        halos, rng = got
+        n = halos["m200c"].size
+        halos["id"] = np.arange(next_id, next_id + n, dtype=np.int64)
         next_id += n
+        if infall is not None:
+            infall.apply(halos, hosts, box, rng)
         # populate in pieces of <= _POPULATE_CHUNK halos to bound the galaxy arrays in memory
         for lo in range(0, n, _POPULATE_CHUNK):
             part = {k: v[lo:lo + _POPULATE_CHUNK] for k, v in halos.items()}
@@ -235,17 +272,50 @@ def iter_universe_chunks(
                     part, box, z, cosmo, rng,
                     threshold=s.zheng07_threshold, beta=s.beta, velocity_bias=s.velocity_bias,
                     conc_scatter_dex=s.conc_scatter_dex, concentration_table=conc_tab,
+                    outskirts=om,
                 )
             else:
                 galaxies = populate(
                     part, box, z, cosmo, rng,
                     mstar_min=s.mstar_min, beta=s.beta, velocity_bias=s.velocity_bias,
                     conc_scatter_dex=s.conc_scatter_dex, smhm_scatter_dex=s.smhm_scatter_dex,
-                    concentration_table=conc_tab,
+                    concentration_table=conc_tab, outskirts=om,
                 )
-            log.debug("mass bin %d: %d halos (bias %.2f), %d galaxies", b, len(part["id"]), bias,
+            log.debug("mass bin %d: %d halos, %d galaxies", b, len(part["id"]),
                       len(galaxies["x"]))
             yield part, galaxies
+
+
+def _outskirts_setup(s: UniverseSettings, log_m_tab: np.ndarray, bias_tab: np.ndarray,
+                     conc_tab: tuple[np.ndarray, np.ndarray], edges: np.ndarray, draw: Any) -> tuple[Any, Any, dict[str, np.ndarray], dict[int, Any]]:
+    """Tables of the ``outskirts`` model and the hosts of the infall.
+
+    The mass bins at or above :data:`~dynmass.universe.infall.HOST_MIN_MASS` are drawn first
+    (each from its own random stream, so the halos are those of the default universe); their
+    halos are the hosts that make the lower-mass halos fall in.
+
+    Returns
+    -------
+    (OutskirtsModel, InfallModel, hosts, drawn)
+        ``hosts``: ``x, y, z`` (comoving Mpc/h), ``m200c`` (Msun/h), ``r200c`` (comoving
+        Mpc/h); ``drawn``: bin -> (halos, random generator) of the bins drawn already.
+    """
+    from dynmass.universe.infall import HOST_MIN_MASS, InfallModel
+    from dynmass.universe.outskirts import OutskirtsModel
+
+    z, cosmo = s.redshift, s.cosmology
+    key = (z, to_json(cosmo), log_m_tab[0], log_m_tab[-1], log_m_tab.size)
+    if key not in _OUTSKIRTS_TABLES:  # colossus tables: seconds, the same for every seed
+        om = OutskirtsModel.build(log_m_tab, conc_tab[1], z, cosmo)
+        _OUTSKIRTS_TABLES.clear()
+        _OUTSKIRTS_TABLES[key] = (om, InfallModel.build(om, (log_m_tab, bias_tab), z, cosmo,
+                                                        lambda m: r200c_comoving(m, z, cosmo)))
+    om, infall = _OUTSKIRTS_TABLES[key]
+    drawn = {b: draw(b) for b in range(len(edges) - 1) if edges[b] >= HOST_MIN_MASS * (1 - 1e-9)}
+    parts = [h for h, _ in (v for v in drawn.values() if v is not None)]
+    hosts = {c: np.concatenate([p[c] for p in parts]) if parts else np.zeros(0)
+             for c in ("x", "y", "z", "m200c", "r200c")}
+    return om, infall, hosts, drawn
 
 
 def _mean_bias(
@@ -279,7 +349,8 @@ def build_universe(
         Seed; the same seed and settings give the same catalog.
     **settings
         Other fields of :class:`UniverseSettings` (``min_mass``, ``grid``, ``mstar_min``,
-        ``beta``, ``velocity_bias``, ``occupation``, ``zheng07_threshold``, ...).
+        ``beta``, ``velocity_bias``, ``occupation``, ``zheng07_threshold``, ``outskirts``,
+        ...).
 
     Returns
     -------

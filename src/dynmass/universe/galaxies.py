@@ -51,7 +51,7 @@ R200c of their host):
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.integrate import cumulative_trapezoid
@@ -61,6 +61,9 @@ from dynmass.cosmology import colossus_cosmology
 from dynmass.errors import InputError
 from dynmass.stellar_mass import h1_from_msun, msun_from_h1
 from dynmass.universe.massfunction import MDEF
+
+if TYPE_CHECKING:
+    from dynmass.universe.outskirts import OutskirtsModel
 
 #: Newton's constant in km^2 s^-2 Mpc / Msun (so G M/R works with Msun/h and Mpc/h).
 G_KMS_MPC_MSUN = 4.300917e-9
@@ -222,6 +225,7 @@ def populate(
     conc_scatter_dex: float = 0.16,
     smhm_scatter_dex: float = 0.2,
     concentration_table: tuple[np.ndarray, np.ndarray] | None = None,
+    outskirts: OutskirtsModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Put galaxies in halos: centrals and Poisson satellites above a stellar-mass threshold.
 
@@ -259,6 +263,11 @@ def populate(
         Scatter of central stellar mass at fixed halo mass, dex.
     concentration_table : (log10 M grid, c200c grid), optional
         Precomputed :func:`concentration_200c` table to interpolate (saves colossus calls).
+    outskirts : OutskirtsModel, optional
+        The ``outskirts`` halo model (:mod:`dynmass.universe.outskirts`): satellites placed by
+        :func:`~dynmass.universe.outskirts.place_outskirts` (triaxial halos, satellites added
+        beyond R200c with stellar masses drawn like the others, one more uniform each);
+        ``None`` (default): :func:`place_galaxies`.
 
     Returns
     -------
@@ -294,27 +303,43 @@ def populate(
     n_sat = rng.poisson(n_mean)
     host_idx = np.repeat(np.arange(n_h), n_sat)
     u = rng.uniform(size=host_idx.size)
-    log_ms_sat = np.empty(host_idx.size)
-    sat_rows = row[host_idx]
-    for r in np.unique(sat_rows):
-        sel = sat_rows == r
-        frac = table[r] / table[r, 0] if table[r, 0] > 0 else np.zeros_like(table[r])
-        # frac decreases from 1 at mstar_min; invert N(>t)/N(>t_min) = u
-        log_ms_sat[sel] = np.interp(u[sel], frac[::-1], thresholds[::-1])
-    # back to Msun (>= mstar_min also after rounding the table's first threshold)
-    log_ms_sat = np.maximum(msun_from_h1(log_ms_sat, cosmo), mstar_min)
+    log_ms_sat = _satellite_log_mstar(u, row[host_idx], table, thresholds, mstar_min, cosmo)
     # ---- satellite phase space, positions and velocities of every galaxy
-    placed = place_galaxies(
-        halos, has_cen, host_idx, box_size, redshift, cosmo, rng, beta=beta,
-        velocity_bias=velocity_bias, conc_scatter_dex=conc_scatter_dex,
-        concentration_table=concentration_table,
-    )
+    if outskirts is None:
+        placed = place_galaxies(
+            halos, has_cen, host_idx, box_size, redshift, cosmo, rng, beta=beta,
+            velocity_bias=velocity_bias, conc_scatter_dex=conc_scatter_dex,
+            concentration_table=concentration_table,
+        )
+    else:
+        from dynmass.universe.outskirts import place_outskirts
+
+        placed = place_outskirts(halos, has_cen, host_idx, n_mean, box_size, redshift, rng,
+                                 outskirts, beta=beta, velocity_bias=velocity_bias,
+                                 conc_scatter_dex=conc_scatter_dex)
+        extra = placed.pop("extra_rows")
+        log_ms_sat = np.concatenate([log_ms_sat, _satellite_log_mstar(
+            rng.uniform(size=extra.size), row[extra], table, thresholds, mstar_min, cosmo)])
     out = {c: placed[c] for c in GALAXY_PLACEMENT_COLUMNS if c != "r_host"}
     out["log10_mstar"] = np.concatenate(
         [log_ms_cen[has_cen], log_ms_sat]
     ).astype(np.float32)
     out["r_host"] = placed["r_host"]
     return out
+
+
+def _satellite_log_mstar(u: np.ndarray, sat_rows: np.ndarray, table: np.ndarray,
+                         thresholds: np.ndarray, mstar_min: float, cosmo: dict[str, Any]
+                         ) -> np.ndarray:
+    """Satellite stellar masses [log10 Msun] by inverting N(>t)/N(>t_min) = u per mass row."""
+    log_ms_sat = np.empty(u.size)
+    for r in np.unique(sat_rows):
+        sel = sat_rows == r
+        frac = table[r] / table[r, 0] if table[r, 0] > 0 else np.zeros_like(table[r])
+        # frac decreases from 1 at mstar_min; invert N(>t)/N(>t_min) = u
+        log_ms_sat[sel] = np.interp(u[sel], frac[::-1], thresholds[::-1])
+    # back to Msun (>= mstar_min also after rounding the table's first threshold)
+    return np.maximum(msun_from_h1(log_ms_sat, cosmo), mstar_min)
 
 
 def place_galaxies(

@@ -55,7 +55,7 @@ halos of 10^12, 10^13.5 and 10^15 Msun/h:
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -65,6 +65,9 @@ from dynmass.errors import InputError
 # ZHENG07_DEFAULT_THRESHOLD (M_r - 5 log10 h) live in the light dynmass.universe (for the CLI).
 from dynmass.universe import OCCUPATIONS, ZHENG07_DEFAULT_THRESHOLD
 from dynmass.universe.galaxies import place_galaxies
+
+if TYPE_CHECKING:
+    from dynmass.universe.outskirts import OutskirtsModel
 
 __all__ = ["OCCUPATIONS", "ZHENG07_DEFAULT_THRESHOLD", "ZHENG07_THRESHOLDS", "check_occupation",
            "occupation_parameters", "populate_zheng07", "zheng07_mean_occupation",
@@ -192,6 +195,7 @@ def populate_zheng07(
     velocity_bias: float = 1.0,
     conc_scatter_dex: float = 0.16,
     concentration_table: tuple[np.ndarray, np.ndarray] | None = None,
+    outskirts: OutskirtsModel | None = None,
 ) -> dict[str, np.ndarray]:
     """Put galaxies brighter than an r-band threshold in halos (Zheng et al. 2007 HOD).
 
@@ -228,6 +232,10 @@ def populate_zheng07(
         Log-normal scatter of concentration at fixed mass, dex.
     concentration_table : (log10 M grid, c200c grid), optional
         Precomputed :func:`~dynmass.universe.galaxies.concentration_200c` table to interpolate.
+    outskirts : OutskirtsModel, optional
+        The ``outskirts`` halo model: galaxies placed by
+        :func:`~dynmass.universe.outskirts.place_outskirts` (triaxial halos, satellites added
+        beyond R200c); ``None`` (default): NFW within R200c, spherical.
 
     Returns
     -------
@@ -258,6 +266,14 @@ def populate_zheng07(
     has_cen = rng.uniform(size=m.size) < n_cen_mean
     n_sat = rng.poisson(n_sat_mean)
     host_idx = np.repeat(np.arange(m.size), n_sat)
+    if outskirts is not None:
+        from dynmass.universe.outskirts import place_outskirts
+
+        placed = place_outskirts(halos, has_cen, host_idx, n_sat_mean, box_size, redshift, rng,
+                                 outskirts, beta=beta, velocity_bias=velocity_bias,
+                                 conc_scatter_dex=conc_scatter_dex)
+        placed.pop("extra_rows")
+        return placed
     return place_galaxies(
         halos, has_cen, host_idx, box_size, redshift, cosmo, rng, beta=beta,
         velocity_bias=velocity_bias, conc_scatter_dex=conc_scatter_dex,

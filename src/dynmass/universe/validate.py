@@ -17,6 +17,12 @@ Three checks, each a function returning a dict of numbers and a ``passed`` flag:
   colossus linear correlation function. Passes when the best-fitting amplitude ratio
   (weighted least squares over the radial bins, Poisson errors) is within 20 % of 1 for every
   mass-threshold sample.
+
+Reported, not part of ``passed`` (:mod:`dynmass.universe.validate_outskirts`, issue 13): the
+projected-density step of the cylinder galaxies across R200c, the mean radial peculiar velocity
+of galaxies around hosts above 10^14.5 Msun/h and its turnaround radius, and the interlopers'
+"cold spike" at small |v| (``outskirts_*`` in the summary, figure ``outskirts.png``), for
+universes built with or without the ``outskirts`` option.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from dynmass._io import atomic_path, atomic_write_json
 from dynmass.catalog import Catalog, read_catalog
 from dynmass.cosmology import colossus_cosmology, hubble_h_units
 from dynmass.universe.massfunction import MassFunctionTable, halo_bias
+from dynmass.universe.validate_outskirts import check_outskirts, plot_outskirts
 
 #: Evrard et al. 2008 normalisation (km/s) and slope of sigma_DM(h(z) M200c).
 EVRARD_SIGMA15_KMS = 1082.9
@@ -83,6 +90,8 @@ def satellite_dispersions(cat: Catalog, min_satellites: int = 10) -> dict[str, n
 
     sigma_1D^2 = sum over satellites and axes of (v - v_host)^2 / (3 N_sat); ``log_sigma``
     is corrected for the chi^2 bias of a log of a variance with 3 N_sat degrees of freedom.
+    Satellites with ``r_host`` beyond their host's R200c (``outskirts`` universes) are left out
+    (Evrard et al. 2008 measure sigma within R200c).
 
     Parameters
     ----------
@@ -99,6 +108,10 @@ def satellite_dispersions(cat: Catalog, min_satellites: int = 10) -> dict[str, n
     g, h = cat.galaxies, cat.halos
     sat = ~g["is_central"] & (g["host_id"] >= 0)
     order = np.argsort(h["id"])
+    if "r_host" in g:  # satellites within R200c (``outskirts`` universes have some beyond)
+        rows = order[np.searchsorted(h["id"], g["host_id"][sat], sorter=order)]
+        inside = np.asarray(g["r_host"], float)[sat] <= h["r200c"][rows] * (1 + 1e-6)
+        sat[np.flatnonzero(sat)[~inside]] = False
     idx = order[np.searchsorted(h["id"], g["host_id"][sat], sorter=order)]
     dv2 = sum((g[c][sat] - h[c][idx]) ** 2 for c in ("vx", "vy", "vz"))
     n = np.bincount(idx, minlength=len(h["id"]))
@@ -275,7 +288,8 @@ def check_clustering(
             "samples": samples, "tolerance": tolerance}
 
 
-def _plot(out_dir: Path, hmf: dict, vel: dict, clu: dict, cat: Catalog) -> list[str]:
+def _plot(out_dir: Path, hmf: dict, vel: dict, clu: dict, cat: Catalog,
+          outskirts: dict | None = None) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -337,6 +351,9 @@ def _plot(out_dir: Path, hmf: dict, vel: dict, clu: dict, cat: Catalog) -> list[
     ax.set_ylabel(r"$\xi_{hh}(r)$  (lines: $b^2\xi_{lin}$)")
     ax.legend(fontsize=8)
     save(fig, "halo_clustering.png")
+    if outskirts is not None:
+        label = "outskirts on" if cat.settings.get("outskirts", False) else "outskirts off"
+        save(plot_outskirts(outskirts, label), "outskirts.png")
     return files
 
 
@@ -387,16 +404,19 @@ def check_catalog(cat: Catalog, out_dir: str | os.PathLike | None = None, **kw: 
     vel = check_velocity_dispersion(cat, kw.get("min_satellites", 10))
     clu = check_clustering(cat, **{k: v for k, v in kw.items() if k != "min_satellites"})
     summary = _summary(hmf, vel, clu, cat)
+    outskirts = check_outskirts(cat)
+    summary.update(outskirts["summary"])
     passed = hmf["passed"] and clu["passed"] and (vel["passed"] or not vel["applicable"])
     summary["passed"] = bool(passed)
     figures: list[str] = []
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        figures = _plot(out, hmf, vel, clu, cat)
+        figures = _plot(out, hmf, vel, clu, cat, outskirts)
         atomic_write_json(out / "summary.json", summary)
     return {"passed": bool(passed), "summary": summary, "figures": figures,
-            "details": {"mass_function": hmf, "velocity_dispersion": vel, "clustering": clu}}
+            "details": {"mass_function": hmf, "velocity_dispersion": vel, "clustering": clu,
+                        "outskirts": outskirts}}
 
 
 def check_catalog_file(path: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
@@ -408,7 +428,7 @@ def check_catalog_file(path: str | os.PathLike, out_dir: str | os.PathLike) -> d
         Catalog HDF5 file.
     out_dir : str or os.PathLike
         Folder for ``summary.json`` and the PNG figures ``mass_function.png``,
-        ``velocity_dispersion.png``, ``halo_clustering.png``.
+        ``velocity_dispersion.png``, ``halo_clustering.png``, ``outskirts.png``.
 
     Returns
     -------
