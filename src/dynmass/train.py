@@ -187,7 +187,8 @@ def cross_validate(
         Training views (an observations file, or an in-memory object whose run folder then
         records ``observations: null`` and a content hash).
     model_name : str
-        A registered model (``msigma``, ``sdm``, ``cnn1d``, ``cnn2d``).
+        A registered model (:data:`dynmass.models.MODEL_NAMES`: ``msigma``, ``sdm``, ``cnn1d``,
+        ``cnn2d``, ``deepset`` and the classical estimators).
     out_dir : path
         Run folder (created).
     folds : int

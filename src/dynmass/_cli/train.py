@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("observations", type=Path, help="observations file (dynmass observe)")
     p.add_argument("--model", default="cnn2d",
-                   help="msigma, sdm, cnn1d, cnn2d, or a classical estimator: gapper_virial, "
+                   help="msigma, sdm, cnn1d, cnn2d, deepset (member lists), or a classical estimator: gapper_virial, "
                    "gapper_pme, clip_virial, clip_pme, gapper_msigma, caustic "
                    "(default: %(default)s)")
     p.add_argument("-o", "--output", type=Path, required=True,

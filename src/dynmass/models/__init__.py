@@ -1,7 +1,9 @@
 """Mass estimators behind one interface (:class:`dynmass.models.base.Estimator`).
 
 ``msigma`` (M-sigma power law), ``sdm`` (support distribution machine-like distribution
-regression), ``cnn1d`` and ``cnn2d`` (Ho et al. 2019), and the classical estimators
+regression), ``cnn1d`` and ``cnn2d`` (Ho et al. 2019), ``deepset`` (a Deep Sets network on
+the member list, :mod:`~dynmass.models.deepset` with :mod:`~dynmass.models.setnet`), and the
+classical estimators
 ``gapper_virial``, ``gapper_pme``, ``clip_virial``, ``clip_pme``, ``gapper_msigma`` and
 ``caustic`` (interloper removal, then a virial, projected-mass, M-sigma or caustic mass).
 :func:`get_model` builds one by name, :func:`load_model` reads a saved model file.

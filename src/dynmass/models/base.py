@@ -39,6 +39,7 @@ MODEL_NAMES: dict[str, str] = {
     "sdm": "dynmass.models.sdm:SDM",
     "cnn1d": "dynmass.models.cnn:CNN1D",
     "cnn2d": "dynmass.models.cnn:CNN2D",
+    "deepset": "dynmass.models.deepset:DeepSet",
     "gapper_virial": "dynmass.models.classical:GapperVirial",
     "gapper_pme": "dynmass.models.classical:GapperPME",
     "clip_virial": "dynmass.models.classical:ClipVirial",

@@ -127,6 +127,9 @@ class TorchEstimator(Estimator):
     """Shared training and prediction machinery of the KDE-input CNNs.
 
     Subclasses set :attr:`name` (the network kind) and :attr:`feature_kind` (the KDE images).
+    Another input (e.g. the member lists of :class:`dynmass.models.deepset.DeepSet`) overrides
+    :attr:`featurizer`, :meth:`_as_input`, :meth:`_check_settings`, :meth:`_new_network` and
+    :meth:`_flip_v`; the fit (folds, early stopping, checkpoints, DDP) stays this one.
 
     Parameters
     ----------
@@ -172,9 +175,25 @@ class TorchEstimator(Estimator):
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
-        _check_settings(self.name, self.settings)
-        self._net: nn.Sequential | None = None
+        self._check_settings()
+        self._net: nn.Module | None = None
         self._y_range: np.ndarray | None = None  # (min, max) of training log10 M200c
+
+    #: Views per forward pass of the validation loss during training.
+    eval_chunk: ClassVar[int] = 8192
+
+    def _check_settings(self) -> None:
+        """Raise :class:`InputError` for a setting outside its sense."""
+        _check_settings(self.name, self.settings)
+
+    def _new_network(self) -> nn.Module:
+        """A freshly initialised network for these settings (uses torch's global RNG)."""
+        return build_network(self.name, int(self.settings["n_bins"]),
+                             float(self.settings["dropout"]))
+
+    def _flip_v(self, X: np.ndarray) -> np.ndarray:
+        """Network inputs of the views mirrored ``v -> -v``: KDE images reversed along v."""
+        return X[..., ::-1]
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -294,7 +313,7 @@ class TorchEstimator(Estimator):
         t = ((y - y_min) / (y_max - y_min)).astype(np.float32)
         Xtr, ttr = X[train_idx], t[train_idx]
         if s["flip_v"]:
-            Xtr = np.concatenate([Xtr, Xtr[..., ::-1]])
+            Xtr = np.concatenate([Xtr, self._flip_v(Xtr)])
             ttr = np.concatenate([ttr, ttr])
         fingerprint = _fingerprint(self.name, s, seed, y, obs.clusters["halo_id"], X.shape)
         t0 = time.perf_counter()
@@ -304,7 +323,7 @@ class TorchEstimator(Estimator):
                 net, history, resumed_seconds = train_epochs(
                     self.name, s, Xtr, ttr, X[val_idx], t[val_idx], device, amp, seed,
                     progress, None if checkpoint is None else Path(checkpoint), fingerprint,
-                    epoch_callback,
+                    epoch_callback, build=self._new_network, eval_chunk=self.eval_chunk,
                 )
                 self._net = net
                 self.extra["resumed_seconds"] = resumed_seconds
@@ -377,8 +396,7 @@ class TorchEstimator(Estimator):
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Rebuild the network from :meth:`get_arrays` output."""
-        net = build_network(self.name, int(self.settings["n_bins"]),
-                            float(self.settings["dropout"]))
+        net = self._new_network()
         state = {k[4:]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items()
                  if k.startswith("net.")}
         try:

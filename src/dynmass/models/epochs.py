@@ -41,13 +41,15 @@ def train_epochs(
     tva: np.ndarray, device: torch.device, amp: torch.dtype | None, seed: int, progress: bool,
     ckpt: Path | None, fingerprint: str,
     epoch_callback: Callable[[int, dict[str, float]], None] | None,
-) -> tuple[nn.Sequential, list[dict[str, float]], float]:
+    *, build: Callable[[], nn.Module] | None = None, eval_chunk: int = 8192,
+) -> tuple[nn.Module, list[dict[str, float]], float]:
     """Train a new ``kind`` network epoch by epoch (see the module docs).
 
     Parameters
     ----------
-    kind : {"cnn1d", "cnn2d"}
-        Network to build (:func:`~dynmass.models.networks.build_network`).
+    kind : str
+        Network to build (:func:`~dynmass.models.networks.build_network`: ``"cnn1d"`` or
+        ``"cnn2d"``) unless ``build`` is given; names the progress bar.
     settings : dict
         The estimator's settings; reads ``n_bins``, ``dropout``, ``lr``, ``batch_size`` (global,
         split over the ranks), ``epochs`` and ``patience``.
@@ -72,10 +74,16 @@ def train_epochs(
     epoch_callback : callable or None
         ``f(epoch, record)`` after every epoch (``record``: epoch, train_loss, val_loss,
         seconds).
+    build : callable, optional
+        ``build()`` returns the new network (called after seeding torch with ``seed``), e.g.
+        :meth:`dynmass.models.deepset.DeepSet._new_network`; None: ``build_network(kind,
+        n_bins, dropout)``.
+    eval_chunk : int
+        Views per forward pass of the validation loss.
 
     Returns
     -------
-    net : torch.nn.Sequential
+    net : torch.nn.Module
         The trained network (best validation weights), in eval mode, on the CPU.
     history : list of dict
         One record per epoch run (including epochs of resumed sessions).
@@ -87,7 +95,8 @@ def train_epochs(
     s = settings
     is_dist, rank, world = _dist()
     torch.manual_seed(seed)
-    net = build_network(kind, int(s["n_bins"]), float(s["dropout"])).to(device)
+    net = (build() if build is not None
+           else build_network(kind, int(s["n_bins"]), float(s["dropout"]))).to(device)
     # foreach: one vectorised update of all parameters per step instead of a Python loop over
     # them; the same arithmetic (bit-identical weights, checked), ~15% faster on 2 CPU cores
     opt = torch.optim.Adam(net.parameters(), lr=float(s["lr"]), foreach=True)
@@ -168,7 +177,7 @@ def train_epochs(
             train_loss = float(tot[0] / tot[1])
             val_loss = math.nan
             if len(Xva_t):
-                val_loss = validation_loss(net, Xva_t, tva_t, device, amp)
+                val_loss = validation_loss(net, Xva_t, tva_t, device, amp, eval_chunk)
                 if is_dist:  # identical decisions on every rank
                     v = torch.tensor([val_loss], dtype=acc, device=device)
                     dist.broadcast(v, 0)
