@@ -9,7 +9,8 @@ CONSTRAINTS := constraints.txt
 # torch pinned to the CPU build that lies on disk; an unpinned torch pulls a CUDA build of several GB
 TORCH := torch==2.13.0
 
-.PHONY: install test test-fast demo bench lint lock calibrate-bounds clean default-model robustness
+.PHONY: install test test-fast demo bench lint lock calibrate-bounds clean default-model robustness \
+	robustness-z-universes
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -92,14 +93,26 @@ default-model: $(MODEL_DIR)/runs/cnn2d/predictions.csv \
 
 # How masses hold on other skies (benchmarks/robustness.py): the shipped model and M-sigma (both
 # trained on obs_100, M-sigma with held-out richness belts) on universe 103 seen at fixed
-# sampling rates 1-0.05, with centres estimated from the galaxies, and on the same halos
-# populated by another occupation model (Zheng et al. 2007, M_r < -19: 2.3x fewer galaxies).
-# Writes docs/robustness/{robustness.json,robustness.md,robustness.png}.
+# sampling rates 1-0.05, with centres estimated from the galaxies, on the same halos populated
+# by another occupation model (Zheng et al. 2007, M_r < -19) and by the analytic engine with
+# outskirts, infall and triaxial halos (--outskirts), and on universes at z = 0.05, 0.3, 0.6, 0.9
+# (galaxies M* > 10^9.838 Msun, inside the model's drawn M* limits; E(z) term applied).
+# Writes docs/robustness/{robustness.json,robustness.md,robustness.png,robustness_z.*}.
 ROBUST_DIR ?= build/robustness
 ROBUST_MODELS ?= default=$(MODEL_OUT) msigma=$(ROBUST_DIR)/msigma.h5
+ROBUST_Z ?= 0.05=201 0.3=202 0.6=203 0.9=204
 $(ROBUST_DIR)/universe_103_zheng07.h5: | $(STAMP)
 	$(BIN)/dynmass universe --box $(MODEL_BOX) --seed 103 --occupation zheng07 \
 		--zheng07-threshold -19 -o $@
+
+$(ROBUST_DIR)/universe_103_outskirts.h5: | $(STAMP)
+	$(BIN)/dynmass universe --box $(MODEL_BOX) --seed 103 --outskirts -o $@
+
+robustness-z-universes: | $(STAMP)
+	@for zs in $(ROBUST_Z); do z=$${zs%=*}; s=$${zs#*=}; \
+	  f=$(ROBUST_DIR)/universe_z$${z}_s$${s}.h5; [ -f $$f ] || \
+	  $(BIN)/dynmass universe --box $(MODEL_BOX) --seed $$s --redshift $$z --mstar-min 9.838 \
+	    -o $$f || exit 1; done
 
 $(MODEL_DIR)/runs/msigma/predictions.csv: $(MODEL_DIR)/obs_100.h5
 	$(BIN)/dynmass train $< --model msigma --folds 10 --seed 100 -o $(MODEL_DIR)/runs/msigma --no-progress
@@ -111,10 +124,12 @@ $(ROBUST_DIR)/msigma.h5: $(MODEL_DIR)/runs/msigma/predictions.csv
 .SECONDARY: $(MODEL_DIR)/universe_103.h5
 
 robustness: $(ROBUST_DIR)/msigma.h5 $(ROBUST_DIR)/universe_103_zheng07.h5 \
-		$(MODEL_DIR)/universe_103.h5
+		$(ROBUST_DIR)/universe_103_outskirts.h5 $(MODEL_DIR)/universe_103.h5 robustness-z-universes
 	$(BIN)/python benchmarks/robustness.py $(foreach m,$(ROBUST_MODELS),--model $(m)) \
 		--universe $(MODEL_DIR)/universe_103.h5 \
 		--alt-universe zheng07=$(ROBUST_DIR)/universe_103_zheng07.h5 \
+		--alt-universe outskirts=$(ROBUST_DIR)/universe_103_outskirts.h5 \
+		$(foreach zs,$(ROBUST_Z),--z-universe $(word 1,$(subst =, ,$(zs)))=$(ROBUST_DIR)/universe_z$(word 1,$(subst =, ,$(zs)))_s$(word 2,$(subst =, ,$(zs))).h5) \
 		--work $(ROBUST_DIR)/views -o docs/robustness
 
 bench: $(STAMP)
