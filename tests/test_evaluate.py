@@ -744,3 +744,22 @@ def test_host_bootstrap_of_the_median_resamples_hosts():
     STOCHASTIC["median_err_by_host"].check()
     assert math.isnan(host_bootstrap_median_err(np.arange(4.0), n_boot=0))
     assert host_bootstrap_median_err(np.zeros(50), np.arange(50) // 5) == 0
+
+
+def test_richness_correlation_at_fixed_mass(rng):
+    """rho of the residual with richness at fixed true mass: ~0 for a residual that ignores
+    richness, high for one that follows it, and not fooled by the common trend with mass."""
+    from dynmass.metrics import richness_correlation
+
+    m = rng.uniform(14.0, 15.0, 3000)
+    n = np.round(10 ** (m - 12.3 + rng.normal(0, 0.2, m.size)))
+    noise = rng.normal(0, 0.1, m.size)
+    assert abs(richness_correlation(m, noise, n)["rho"]) < 0.1
+    # a residual that grows with mass correlates with richness overall, not at fixed mass
+    assert abs(richness_correlation(m, noise + 0.5 * (m - 14.5), n)["rho"]) < 0.1
+    follows = richness_correlation(m, noise + (np.log10(n) - (m - 12.3)), n)
+    assert follows["rho"] > 0.6 and follows["n"] == 3000
+    nan = noise.copy()
+    nan[:10] = np.nan  # failed views are left out
+    assert richness_correlation(m, nan, n)["n"] == 2990
+    assert np.isnan(richness_correlation(m[:5], noise[:5], n[:5])["rho"])  # no bin counts

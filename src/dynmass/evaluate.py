@@ -215,7 +215,7 @@ def format_table(result: dict[str, Any]) -> str:
     """
     models = result.get("models", {})
     head = ["run", "model", "views", "bias", "s68", "std", "catastr", "bias[14,15)",
-            "s68[14,15)", "std[14,15)", "train_s", "predict_s"]
+            "s68[14,15)", "std[14,15)", "rho_N[14,15)", "train_s", "predict_s"]
     failures = any(m.get("n_failed") for m in models.values())
     if failures:
         head.insert(3, "failed")
@@ -227,14 +227,16 @@ def format_table(result: dict[str, Any]) -> str:
             _pm(o, "half_width_16_84"), _pm(o, "std"),
             _fmt(o["catastrophic_fraction"], ".1%"), _fmt(p["bias_median"], "+.3f"),
             _pm(p, "half_width_16_84"),
-            _fmt(p["std"]), _fmt(m.get("train_seconds"), ".1f"),
+            _fmt(p["std"]), _fmt((m.get("richness_correlation") or {}).get("rho"), "+.2f"),
+            _fmt(m.get("train_seconds"), ".1f"),
             _fmt(m.get("predict_seconds"), ".2f"),
         ])
         if failures:
             frac = _fmt(m.get("failure_fraction"), ".1%")
             rows[-1].insert(3, f"{m.get('n_failed') or 0} ({frac})")
     lines = ["eps = log10(M_pred/M_true) [dex]; s68 = half 16-84 width; "
-             "[14,15) = 1e14 <= M200c < 1e15 Msun/h", *_columns(head, rows)]
+             "[14,15) = 1e14 <= M200c < 1e15 Msun/h; rho_N = Spearman rho of eps with the "
+             "number of galaxies at fixed true mass", *_columns(head, rows)]
     if failures:
         lines.insert(1, "failed = views without a prediction (NaN: the estimator failed); "
                         "the statistics use the other views only")

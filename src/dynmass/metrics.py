@@ -144,6 +144,74 @@ def mass_bin_edges(log_m_true: np.ndarray, width_dex: float = 0.2) -> np.ndarray
     return np.round(lo + width_dex * np.arange(n + 1), 10)
 
 
+def richness_correlation(
+    log_m_true: np.ndarray, eps: np.ndarray, n_gal: np.ndarray,
+    mass_range: tuple[float, float] = PAPER_RANGE, bin_dex: float = 0.2, min_views: int = 20,
+) -> dict[str, float]:
+    """Rank correlation of the residual with richness at fixed true mass.
+
+    A mass used to calibrate a richness-mass relation must not be correlated with richness at
+    fixed true mass (machine-learned masses elsewhere were found at rho ~ 0.45; issue "Beyond
+    the paper"). Within each ``bin_dex`` bin of true log10 M200c [Msun/h] in ``mass_range``
+    (bins with >= ``min_views`` views), the residual ``eps`` [dex] and ``log10 n_gal`` are
+    replaced by their ranks scaled to (0, 1); Spearman's rho is the Pearson correlation of the
+    pooled within-bin ranks, so the trend of both with mass cannot make a correlation.
+
+    Parameters
+    ----------
+    log_m_true : numpy.ndarray
+        True log10 M200c [Msun/h] of each view.
+    eps : numpy.ndarray
+        Residual log10(M_pred / M_true) [dex]; NaN (failed views) are left out.
+    n_gal : numpy.ndarray
+        Galaxies in each view's cylinder.
+    mass_range : (float, float)
+        Range ``[lo, hi)`` of true log10 M200c [Msun/h] judged.
+    bin_dex : float
+        Width of the true-mass bins [dex].
+    min_views : int
+        Smallest number of views for a bin to count.
+
+    Returns
+    -------
+    dict
+        ``rho`` (NaN when no bin counts) and ``n`` (views used).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> m = rng.uniform(14, 15, 4000)
+    >>> n = np.round(10 ** (m - 12.3 + rng.normal(0, 0.2, m.size)))
+    >>> eps = rng.normal(0, 0.1, m.size)  # independent of richness
+    >>> abs(richness_correlation(m, eps, n)["rho"]) < 0.05
+    True
+    >>> r = richness_correlation(m, eps + (np.log10(n) - (m - 12.3)), n)["rho"]
+    >>> bool(r > 0.7)
+    True
+    """
+    lm = np.asarray(log_m_true, dtype=float)
+    e = np.asarray(eps, dtype=float)
+    ln = np.log10(np.maximum(np.asarray(n_gal, dtype=float), 1.0))
+    lo, hi = mass_range
+    ok = np.isfinite(e) & (lm >= lo) & (lm < hi)
+    edges = np.arange(lo, hi + 1e-9, bin_dex)
+    ra, rb = [], []
+    for k in range(len(edges) - 1):
+        sel = ok & (lm >= edges[k]) & (lm < edges[k + 1])
+        m = int(sel.sum())
+        if m < min_views:
+            continue
+        ra.append((np.argsort(np.argsort(e[sel], kind="stable")) + 0.5) / m)
+        rb.append((np.argsort(np.argsort(ln[sel], kind="stable")) + 0.5) / m)
+    if not ra:
+        return {"rho": float("nan"), "n": 0}
+    a, b = np.concatenate(ra), np.concatenate(rb)
+    if a.std() == 0 or b.std() == 0:
+        return {"rho": float("nan"), "n": int(len(a))}
+    return {"rho": float(np.corrcoef(a, b)[0, 1]), "n": int(len(a))}
+
+
 def _timing_block(run: Run) -> dict[str, Any]:
     t = run.timing
     out: dict[str, Any] = {
@@ -187,7 +255,8 @@ def metrics(
         ``model``, ``run_dir``, ``n_views``, ``n_halos``, ``n_failed`` and
         ``failure_fraction`` (views whose prediction is NaN: the model failed on them, e.g. a
         classical estimator with too few members), ``overall``, ``paper_range``,
-        ``bins`` (list of ``{"lo", "hi", ...stats}``), ``timing``, and ``train_seconds`` /
+        ``bins`` (list of ``{"lo", "hi", ...stats}``), ``richness_correlation``
+        (:func:`richness_correlation` over ``paper_range``), ``timing``, and ``train_seconds`` /
         ``predict_seconds`` (wall seconds from timing.json, None if absent). Statistics keys are
         those of :func:`summarize`, computed on the views *with* a prediction, plus
         ``n_failed`` (failed views of that block, not in its ``n``).
@@ -241,6 +310,12 @@ def metrics(
         "paper_range_axes": {"lo": float(lo), "hi": float(hi), "views": "los < 3",
                              **block(in_range & axes)},
         "bins": bins,
+        # residual against richness at fixed true mass (10^14-10^15): a mass used to calibrate
+        # a richness-mass relation must not correlate with richness
+        "richness_correlation": richness_correlation(
+            lm, eps, np.concatenate([np.asarray(run.predictions["n_gal"], dtype=float),
+                                     np.asarray(fail_cols.get("n_gal", np.zeros(0)),
+                                                dtype=float)]), paper_range),
         "timing": timing,
         "train_seconds": timing["train_seconds"],
         "predict_seconds": timing["predict_seconds"],
