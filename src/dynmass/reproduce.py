@@ -77,7 +77,7 @@ class ReproduceSettings:
         ----------
         quick : bool
             True: the demo preset (5 folds, flattened mass function with 40 views per mass
-            bin, SDM on 500 training views, 500 sampling-test views); False: the full preset
+            bin, SDM on 400 training views, 500 sampling-test views); False: the full preset
             (10 folds, 700 comoving Mpc/h box, 126 views per mass bin, 2000 sampling-test
             views).
         **overrides
@@ -92,7 +92,7 @@ class ReproduceSettings:
         if quick:
             base = cls(quick=True, folds=5, sampling_max_views=500,
                        observe={"flat_mass_function": True, "flat_target": 40},
-                       model_settings={"sdm": {"max_train_views": 500}})
+                       model_settings={"sdm": {"max_train_views": 400}})
         else:
             base = cls(quick=False, folds=10, box_size=700.0, sampling_max_views=2000,
                        observe={"flat_mass_function": True, "flat_target": 126})
