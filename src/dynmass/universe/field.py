@@ -59,6 +59,28 @@ def linear_power(k_hmpc: np.ndarray, redshift: float, cosmo: dict[str, Any]) -> 
         return np.asarray(c.matterPowerSpectrum(k, redshift), dtype=float)
 
 
+def xi_linear(r_mpch: np.ndarray, redshift: float, cosmo: dict[str, Any]) -> np.ndarray:
+    """Linear matter correlation function xi_lin(r) at ``redshift`` (colossus), the Fourier
+    transform of :func:`linear_power`; used by the clustering check and the infall model.
+
+    Parameters
+    ----------
+    r_mpch : array_like
+        Separations, comoving Mpc/h.
+    redshift : float
+        Redshift.
+    cosmo : dict
+        Cosmological parameters.
+
+    Returns
+    -------
+    numpy.ndarray
+        xi_lin(r) (dimensionless).
+    """
+    with colossus_cosmology(cosmo) as c:
+        return np.asarray(c.correlationFunction(np.asarray(r_mpch, float), redshift), float)
+
+
 def growth_rate(redshift: float, cosmo: dict[str, Any]) -> float:
     """Linear growth rate f = dlnD/dlna (finite difference of the colossus growth factor).
 

@@ -66,7 +66,7 @@ from scipy.integrate import cumulative_trapezoid
 from scipy.optimize import brentq
 from scipy.spatial import cKDTree
 
-from dynmass.universe.field import growth_rate, linear_power
+from dynmass.universe.field import growth_rate, linear_power, xi_linear
 from dynmass.universe.galaxies import G_KMS_MPC_MSUN, jeans_sigma_r_dimensionless
 from dynmass.universe.orbiting import cumulative_profile, orbiting_density
 from dynmass.universe.outskirts import OutskirtsModel
@@ -121,29 +121,6 @@ def turnaround_overdensity(f: float) -> float:
         delta_ta.
     """
     return float(brentq(lambda d: f * d / (1 + d) ** 0.25 - 3.0, 1e-3, 1e4))
-
-
-def xi_linear(r_mpch: np.ndarray, redshift: float, cosmo: dict[str, Any]) -> np.ndarray:
-    """Linear matter correlation function, xi(r) = 1 / (2 pi^2) int k^2 P(k) sin(kr)/(kr) dk.
-
-    Parameters
-    ----------
-    r_mpch : numpy.ndarray
-        Separations, comoving Mpc/h.
-    redshift : float
-        Redshift.
-    cosmo : dict
-        Cosmological parameters.
-
-    Returns
-    -------
-    numpy.ndarray
-        xi_lin(r) per separation.
-    """
-    k = np.geomspace(1e-4, 200.0, 4000)
-    pk = linear_power(k, redshift, cosmo)
-    x = k[None, :] * np.asarray(r_mpch, float)[:, None]
-    return np.trapezoid(k**3 * pk * np.sin(x) / x, np.log(k), axis=1) / (2 * np.pi**2)
 
 
 def xi_bar_linear(r_mpch: np.ndarray, redshift: float, cosmo: dict[str, Any],

@@ -38,7 +38,8 @@ from scipy.special import digamma
 
 from dynmass._io import atomic_path, atomic_write_json
 from dynmass.catalog import Catalog, read_catalog
-from dynmass.cosmology import colossus_cosmology, hubble_h_units
+from dynmass.cosmology import hubble_h_units
+from dynmass.universe.field import xi_linear
 from dynmass.universe.massfunction import MassFunctionTable, halo_bias
 from dynmass.universe.validate_outskirts import check_outskirts, plot_outskirts
 
@@ -167,27 +168,6 @@ def check_velocity_dispersion(cat: Catalog, min_satellites: int = 10) -> dict:
         passed=bool(abs(norm_ratio - 1) < 0.10 and abs(slope_diff) < 0.03),
     )
     return out
-
-
-def xi_linear(r_mpch: np.ndarray, redshift: float, cosmo: dict) -> np.ndarray:
-    """Linear matter correlation function (colossus), r in comoving Mpc/h.
-
-    Parameters
-    ----------
-    r_mpch : array_like
-        Separations, comoving Mpc/h.
-    redshift : float
-        Redshift.
-    cosmo : dict
-        Cosmological parameters.
-
-    Returns
-    -------
-    numpy.ndarray
-        xi_lin(r) (dimensionless).
-    """
-    with colossus_cosmology(cosmo) as c:
-        return np.asarray(c.correlationFunction(np.asarray(r_mpch, float), redshift), float)
 
 
 def halo_correlation(
