@@ -122,3 +122,18 @@ def test_python_api_records_the_python_command(tmp_path):
     with recorded_command(["dynmass", "observe", "a b.h5"]):
         assert provenance()["command"] == "dynmass observe 'a b.h5'"
     assert provenance()["command"] == " ".join(sys.argv)
+
+
+def test_every_help_page_renders(capsys):
+    """``dynmass --help`` and each subcommand's ``--help`` print and exit 0 (argparse
+    %-formats help strings, so a bare '%' in one of them breaks the top-level page)."""
+    from dynmass.cli import build_parser
+
+    parser = build_parser()
+    commands = [a for a in parser._subparsers._group_actions[0].choices]  # noqa: SLF001
+    assert "predict" in commands and "coverage" in commands
+    for argv in [["--help"]] + [[c, "--help"] for c in commands]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0, argv
+        assert "usage: dynmass" in capsys.readouterr().out, argv

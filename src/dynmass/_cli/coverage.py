@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``coverage`` subcommand."""
     p = sub.add_parser(
         "coverage",
-        help="check a model bundle's 68%/95% intervals on views of independent mock universes",
+        help="check a model bundle's 68%%/95%% intervals on views of independent mock universes",
         description="Predicts every view of the OBS files exactly as `dynmass predict` does "
         "(fold-ensemble mean, the bundle's Neyman belt) and reports how often the 68%% and "
         "95%% intervals contain the true mass, overall and per 0.2 dex bin of true and of "
