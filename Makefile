@@ -55,33 +55,49 @@ demo: $(STAMP)
 	$(BIN)/dynmass reproduce --quick -o $(DEMO_DIR)
 
 # The shipped default model (src/dynmass/data/default_model.h5): CNN2D trained with 10 folds on
-# the mock universe of seed 100 (hosts from M200c = 2e13 Msun/h), observed through a survey
-# drawn anew for every view (MODEL_SURVEY: targeting rate log-uniform 0.05-1, completeness at the
-# aperture 0.5-1 of the centre's, velocity errors 0-100 km/s, stellar-mass limit uniform in
-# 10^9.5-10^10.5 Msun), so that neither the number of galaxies a survey puts in the cylinder nor
-# the galaxy population it selects (satellite and interloper fractions) can stand in for the
-# mass. Its intervals are one Neyman belt per richness band (neyman_n), calibrated on the fold ensemble's predictions of three independent
-# universes observed the same way, and their coverage tested on two more (hosts from 1e13
-# Msun/h: real skies hold groups below the training range too). Every universe is a 1 Gpc/h box
-# (MDPL2's volume), views flat in log M. Rerunning resumes from the files already made.
+# a mixture of two mock universes, each 800 Mpc/h (together about MDPL2's 1 Gpc/h volume): the
+# default engine (seed 100) and the engine with outskirts, infall and triaxial halos
+# (`universe --outskirts`, seed 106), so that the default engine's sharp satellite edge at
+# R200c cannot serve as a ruler (a model trained on the default engine alone reads +0.15 dex
+# high on the outskirts engine). Hosts from M200c = 2e13 Msun/h, views flat in log M, observed
+# through a survey drawn anew for every view (MODEL_SURVEY: targeting rate log-uniform 0.05-1,
+# completeness at the aperture 0.5-1 of the centre's, velocity errors 0-100 km/s, stellar-mass
+# limit uniform in 10^9.5-10^10.5 Msun), so that neither the number of galaxies a survey puts
+# in the cylinder nor the galaxy population it selects can stand in for the mass. Its
+# intervals are one Neyman belt per richness band (neyman_n), calibrated on the fold
+# ensemble's predictions of four independent 800 Mpc/h universes, two of each engine, observed
+# the same way, and their coverage tested on two 1 Gpc/h universes, one of each engine (hosts
+# from 1e13 Msun/h: real skies hold groups below the training range too). A universe name
+# with an 'o' before its seed (universe_o106.h5) is built with --outskirts. Rerunning resumes
+# from the files already made.
 MODEL_DIR ?= build/default-model
 MODEL_BOX ?= 1000
-MODEL_CAL_SEEDS ?= 101 102 104
-MODEL_TEST_SEEDS ?= 103 105
+MODEL_MIX_BOX ?= 800
+MODEL_TRAIN_SEEDS ?= 100 o106
+MODEL_CAL_SEEDS ?= 101 o102 104 o107
+MODEL_TEST_SEEDS ?= 103 o105
 MODEL_SURVEY ?= --sampling-rate loguniform:0.05:1 --completeness-edge uniform:0.5:1 \
 	--velocity-error uniform:0:100 --selection log10_mstar:uniform:9.5:10.5
 MODEL_MIN_MASS = 1e13
-$(MODEL_DIR)/obs_100.h5: MODEL_MIN_MASS = 2e13
+$(foreach s,$(MODEL_TRAIN_SEEDS),$(MODEL_DIR)/obs_$(s).h5): MODEL_MIN_MASS = 2e13
+$(foreach s,$(MODEL_TRAIN_SEEDS) $(MODEL_CAL_SEEDS),$(MODEL_DIR)/universe_$(s).h5): \
+	MODEL_BOX = $(MODEL_MIX_BOX)
 MODEL_OUT = src/dynmass/data/default_model.h5
+
+$(MODEL_DIR)/universe_o%.h5: | $(STAMP)
+	$(BIN)/dynmass universe --box $(MODEL_BOX) --seed $* --outskirts -o $@
 
 $(MODEL_DIR)/universe_%.h5: | $(STAMP)
 	$(BIN)/dynmass universe --box $(MODEL_BOX) --seed $* -o $@
 
 $(MODEL_DIR)/obs_%.h5: $(MODEL_DIR)/universe_%.h5
-	$(BIN)/dynmass observe $< -o $@ --flat-mass-function --min-mass $(MODEL_MIN_MASS) --seed $* \
-		$(MODEL_SURVEY)
+	$(BIN)/dynmass observe $< -o $@ --flat-mass-function --min-mass $(MODEL_MIN_MASS) \
+		--seed $(patsubst o%,%,$*) $(MODEL_SURVEY)
 
-$(MODEL_DIR)/runs/cnn2d/predictions.csv: $(MODEL_DIR)/obs_100.h5
+$(MODEL_DIR)/train.h5: $(foreach s,$(MODEL_TRAIN_SEEDS),$(MODEL_DIR)/obs_$(s).h5)
+	$(BIN)/dynmass combine $^ -o $@
+
+$(MODEL_DIR)/runs/cnn2d/predictions.csv: $(MODEL_DIR)/train.h5
 	$(BIN)/dynmass train $< --model cnn2d --folds 10 --seed 100 -o $(MODEL_DIR)/runs/cnn2d --no-progress
 
 default-model: $(MODEL_DIR)/runs/cnn2d/predictions.csv \
@@ -92,7 +108,7 @@ default-model: $(MODEL_DIR)/runs/cnn2d/predictions.csv \
 		--test-on $(foreach s,$(MODEL_TEST_SEEDS),$(MODEL_DIR)/obs_$(s).h5)
 
 # How masses hold on other skies (benchmarks/robustness.py): the shipped model and M-sigma (both
-# trained on obs_100, M-sigma with held-out richness belts) on universe 103 seen at fixed
+# trained on the same views (build/default-model/train.h5), M-sigma with held-out richness belts) on universe 103 seen at fixed
 # sampling rates 1-0.05, with centres estimated from the galaxies, on the same halos populated
 # by another occupation model (Zheng et al. 2007, M_r < -19) and by the analytic engine with
 # outskirts, infall and triaxial halos (--outskirts), and on universes at z = 0.05, 0.3, 0.6, 0.9
@@ -114,7 +130,7 @@ robustness-z-universes: | $(STAMP)
 	  $(BIN)/dynmass universe --box $(MODEL_BOX) --seed $$s --redshift $$z --mstar-min 9.838 \
 	    -o $$f || exit 1; done
 
-$(MODEL_DIR)/runs/msigma/predictions.csv: $(MODEL_DIR)/obs_100.h5
+$(MODEL_DIR)/runs/msigma/predictions.csv: $(MODEL_DIR)/train.h5
 	$(BIN)/dynmass train $< --model msigma --folds 10 --seed 100 -o $(MODEL_DIR)/runs/msigma --no-progress
 
 $(ROBUST_DIR)/msigma.h5: $(MODEL_DIR)/runs/msigma/predictions.csv

@@ -108,7 +108,7 @@ from dynmass.models.base import (
     read_model_group,
     write_model_group,
 )
-from dynmass.observations import Observations, universe_of
+from dynmass.observations import Observations, universes_of
 from dynmass.observing import ObservingSetup
 from dynmass.redshift import (  # noqa: F401 (re-exported: the bundle API)
     REDSHIFT_TOLERANCE,
@@ -395,9 +395,8 @@ def make_bundle(
     }
     domain.update(_training_views_domain(observations or settings.get("observations")))
     if calibration_observations:
-        uni = universe_of(obs_settings)
         cal, files = ensemble_calibration(models, calibration_observations, obs_settings,
-                                          exclude_universes=[uni] if uni else [],
+                                          exclude_universes=sorted(universes_of(obs_settings)),
                                           n_folds=len(models), seed=seed)
         source = {"residuals": "fold-ensemble mean on views of independent universes",
                   "files": files}

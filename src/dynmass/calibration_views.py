@@ -22,7 +22,7 @@ from dynmass.errors import InputError
 from dynmass.folds import random_host_folds
 from dynmass.intervals import Calibration
 from dynmass.models.base import Estimator, ensemble_predictions
-from dynmass.observations import read_independent_views, universe_of
+from dynmass.observations import read_independent_views, universe_of, universes_of
 from dynmass.rundir import read_predictions
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ def ensemble_calibration(
                           los=np.asarray(obs.clusters["los"], np.int64),
                           n_gal=np.asarray(obs.n_gal, np.int64),
                           source=np.full(obs.n_views, i, np.int64)))
-        records.append({"path": str(path), "universe_sha256": uni, "n_views": int(obs.n_views),
+        records.append({"path": str(path), "universe_sha256": uni,
+                        "universes_sha256": sorted(universes_of(obs.settings)),
+                        "n_views": int(obs.n_views),
                         "n_hosts": int(np.unique(obs.clusters["halo_id"]).size),
                         "universe_file": obs.settings.get("universe_file"),
                         "observe_seed": obs.settings.get("seed")})

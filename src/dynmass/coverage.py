@@ -33,7 +33,7 @@ from dynmass.intervals import (
     host_labels,
     pct_name,
 )
-from dynmass.observations import read_independent_views, universe_of
+from dynmass.observations import read_independent_views, universe_of, universes_of
 
 
 def coverage_summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +57,9 @@ def _calibration_of(source: Bundle | str | os.PathLike) -> tuple[Calibration, di
 def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike]
                 ) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     """Bundle predictions (ensemble + intervals) of independent test views, with truths."""
-    used = {universe_of(bundle.obs_settings)}
-    used |= {f.get("universe_sha256") for f in bundle.interval.get("files", [])}
-    used.discard(None)
+    used = universes_of(bundle.obs_settings)
+    for f in bundle.interval.get("files", []):
+        used |= universes_of(f)
     cols: dict[str, list[np.ndarray]] = {}
     records = []
     for i, path in enumerate(paths):
@@ -72,7 +72,9 @@ def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike]
                          ("halo_id", np.asarray(obs.clusters["halo_id"], np.int64)),
                          ("source", np.full(obs.n_views, i, np.int64))):
             cols.setdefault(key, []).append(arr)
-        records.append({"path": str(path), "universe_sha256": uni, "n_views": int(obs.n_views),
+        records.append({"path": str(path), "universe_sha256": uni,
+                        "universes_sha256": sorted(universes_of(obs.settings)),
+                        "n_views": int(obs.n_views),
                         "universe_file": obs.settings.get("universe_file")})
     if not records:
         raise InputError("no test observations given")

@@ -398,15 +398,37 @@ MATCHED_SETTINGS: tuple[str, ...] = (*ObservingSetup.KEYS, "redshift")
 
 
 def universe_of(settings: dict[str, Any]) -> str | None:
-    """``universe_sha256`` recorded in observe settings (None when the views are not mocks)."""
+    """``universe_sha256`` recorded in observe settings (None when the views are not mocks, or
+    come from several universes: see :func:`universes_of`)."""
     return settings.get("universe_sha256")
+
+
+def universes_of(settings: dict[str, Any]) -> set[str]:
+    """Every ``universe_sha256`` a set of views comes from (empty when not mocks).
+
+    Parameters
+    ----------
+    settings : dict
+        Observe settings of a file, run or bundle: ``universes_sha256`` (views combined from
+        several universes, :mod:`dynmass.combine`) or ``universe_sha256`` (one universe).
+
+    Examples
+    --------
+    >>> sorted(universes_of({"universes_sha256": ["b", "a"]})), universes_of({"universe_sha256": None})
+    (['a', 'b'], set())
+    """
+    many = settings.get("universes_sha256")
+    if many:
+        return {str(u) for u in many if u}
+    one = settings.get("universe_sha256")
+    return {str(one)} if one else set()
 
 
 def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any], used: set[str],
                            what: str) -> Observations:
     """Read views of a universe not yet ``used``, observed like ``obs_settings``, with truths.
 
-    Adds the file's ``universe_sha256`` to ``used``.
+    Adds the file's universes (:func:`universes_of`) to ``used``.
 
     Parameters
     ----------
@@ -432,13 +454,12 @@ def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any]
     """
     obs = read_observations(path)
     check_same_observing(obs.settings, obs_settings, "the training views", path)
-    uni = universe_of(obs.settings)
-    if uni is not None and uni in used:
+    unis = universes_of(obs.settings)
+    if unis & used:
         raise InputError(f"these views come from a universe already used for training or "
                          f"calibration; {what} needs independent hosts", path=path,
                          column="universe_sha256")
-    if uni is not None:
-        used.add(uni)
+    used |= unis
     if not np.all(np.isfinite(obs.log10_m200c())):
         raise InputError(f"{what} needs the true m200c of every view", path=path, column="m200c")
     return obs
