@@ -10,8 +10,10 @@ M200c = 1e13 Msun/h, views with >= 10 galaxies):
 * ``occupation=<model> r=<rate>``: the same halos populated by another occupation model
   (``dynmass universe --occupation``), when such a universe is given;
 * ``z=<z> r=<rate>`` (rates 1 and 0.25): an independent universe built at another snapshot
-  redshift (``dynmass universe --redshift``), given with ``--z-universe Z=PATH``. Each view is
-  predicted as ``dynmass predict --allow-extrapolation`` predicts a real cluster at z: the
+  redshift (``dynmass universe --redshift``), given with ``--z-universe Z=PATH``, seen in the
+  self-similar frame of ``dynmass predict`` (comoving aperture x ``aperture_scale(z, z_train)``,
+  radii divided by it), and ``z=<z> r=1 fixed`` through the training comoving aperture. Each
+  view is predicted as ``dynmass predict --allow-extrapolation`` predicts a real cluster at z: the
   bundle's percentiles (``Bundle.predict`` does not check the redshift of the views) plus the
   self-similar term ``redshift_correction_dex(z, z_train, cosmo)`` of :mod:`dynmass.redshift`
   added to every percentile (0 at the training redshift, so the other conditions are
@@ -69,19 +71,22 @@ def conditions(universe: Path | None, alt: dict[str, Path],
     return out + rz.z_conditions(z_universes or {})
 
 
-def observed(cond: dict, work: Path, seed: int):
-    """Observations of one condition (cached in ``work``)."""
+def observed(cond: dict, work: Path, seed: int, z_train: float = 0.117,
+             aperture: float = 1.6):
+    """Observations of one condition (cached in ``work``), in the frame a model trained at
+    ``z_train`` with ``aperture`` (comoving Mpc/h) sees them (:mod:`robustness_z`)."""
     from dynmass.observations import read_observations
     from dynmass.observe import observe_file
     from dynmass.observing import ObservingSetup
 
-    name = cond["label"].replace(" ", "_").replace("=", "-")
+    name = cond.get("cache", cond["label"]).replace(" ", "_").replace("=", "-")
     path = work / f"{Path(cond['universe']).stem}_{name}.h5"
     if not path.exists():
-        setup = ObservingSetup(sampling_rate=cond["sampling_rate"], center=cond["center"])
+        setup = ObservingSetup(sampling_rate=cond["sampling_rate"], center=cond["center"],
+                               aperture=rz.frame_aperture(cond, z_train, aperture))
         observe_file(cond["universe"], path, setup=setup, flat_mass_function=True,
                      min_mass=1e13, seed=seed)
-    return read_observations(path)
+    return rz.in_frame(read_observations(path), cond, z_train, aperture)
 
 
 def scores(q: np.ndarray, true: np.ndarray) -> dict:
@@ -133,7 +138,8 @@ def run(models: dict[str, Path], universe: Path | None, alt: dict[str, Path], ou
                     "conditions": {}}
     for cond in conditions(universe, alt, z_universes):
         t0 = time.perf_counter()
-        obs = observed(cond, work, seed)
+        obs = observed(cond, work, seed, z_train=float(result["z_train"]),
+                       aperture=float(next(iter(bundles.values())).obs_settings["aperture"]))
         t_obs = time.perf_counter() - t0
         true = obs.log10_m200c()
         keep = (obs.n_gal >= 10) & (true >= 14.0) & (true < 15.0)

@@ -33,12 +33,40 @@ TOL68, TOL95 = 0.03, 0.02
 
 
 def z_conditions(z_universes: dict[str, Path]) -> list[dict]:
-    """Conditions ``z=<z> r=<rate>`` of the redshift universes (``{"0.3": path, ...}``)."""
+    """Conditions of the redshift universes (``{"0.3": path, ...}``): ``z=<z> r=<rate>`` in the
+    self-similar frame of ``dynmass predict`` (cylinder of comoving radius aperture x s, radii
+    divided by s; :func:`dynmass.redshift.aperture_scale`), and ``z=<z> r=1 fixed`` through the
+    training comoving aperture (the frame of dynmass before the self-similar one)."""
     out = []
     for z, path in sorted(z_universes.items(), key=lambda kv: float(kv[0])):
         out += [{"label": f"z={float(z):g} r={r:g}", "universe": path, "sampling_rate": r,
-                 "center": "true", "redshift": float(z)} for r in Z_RATES]
+                 "center": "true", "redshift": float(z), "frame": "self-similar",
+                 "cache": f"z={float(z):g} r={r:g} ss"} for r in Z_RATES]
+        out.append({"label": f"z={float(z):g} r=1 fixed", "universe": path, "sampling_rate": 1.0,
+                    "center": "true", "redshift": float(z), "frame": "fixed",
+                    "cache": f"z={float(z):g} r=1"})
     return out
+
+
+def frame_aperture(cond: dict, z_train: float, aperture: float) -> float:
+    """Comoving aperture [Mpc/h] to observe condition ``cond`` with (training ``aperture``
+    times the self-similar scale at the condition's redshift, or the aperture itself)."""
+    from dynmass.cosmology import MDPL2, to_astropy
+    from dynmass.redshift import aperture_scale
+
+    if cond.get("frame") != "self-similar":
+        return aperture
+    return aperture * aperture_scale(cond["redshift"], z_train, to_astropy(MDPL2))
+
+
+def in_frame(obs, cond: dict, z_train: float, aperture: float):
+    """Views of ``cond`` as the model sees them (radii in the training frame)."""
+    from dynmass.cosmology import to_astropy
+    from dynmass.redshift import to_training_frame
+
+    if cond.get("frame") != "self-similar":
+        return obs
+    return to_training_frame(obs, z_train, aperture, to_astropy(obs.settings["cosmology"]))
 
 
 def predict_as_user(bundle, obs) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -86,7 +114,8 @@ def view_physics(obs, keep: np.ndarray) -> list[dict]:
     true = obs.log10_m200c()
     z = float(obs.settings.get("redshift", 0.0))
     ez = float(to_astropy(obs.settings.get("cosmology") or MDPL2).efunc(z))
-    ap = float(obs.settings["aperture"])
+    ap = float((obs.settings.get("redshift_frame") or {}).get("aperture_comoving_mpc_h",
+                                                               obs.settings["aperture"]))
     out = []
     for lo, hi in zip(PHYS_EDGES[:-1], PHYS_EDGES[1:], strict=True):
         s = keep & (true >= lo) & (true < hi)
@@ -159,7 +188,9 @@ def z_table(result: dict, names: list[str]) -> str:
                 f" {100 * u['cov68']:.1f} | {100 * u['cov95']:.1f} |"
                 f" {'pass' if passes(s) else 'FAIL'} |")
     head = ("Redshift conditions (the model trained at z = 0.117; r=1 and r=0.25 rows are its "
-            "own redshift). Bias: median p50 - true log10 M200c (dex) over views with "
+            "own redshift). z rows are seen in the self-similar frame of `dynmass predict` "
+            "(comoving aperture x s, radii / s), 'fixed' rows through the training comoving "
+            "aperture. Bias: median p50 - true log10 M200c (dex) over views with "
             "10^14-10^15 Msun/h and >= 10 galaxies, after the E(z) term (without it in "
             "brackets); worst 0.2-dex bin of true mass; coverage (%) with the largest "
             "distance of a bin from nominal (points); targets: every bin within 68 +- 3 and "
@@ -190,6 +221,8 @@ def z_figure(result: dict, names: list[str], path: Path) -> None:
             pts = [(z_train, conds[f"r={rate:g}"])] if f"r={rate:g}" in conds else []
             pts += sorted((v["redshift"], v) for c, v in conds.items()
                           if c.startswith("z=") and c.endswith(f" r={rate:g}"))
+            fixed = sorted((v["redshift"], v) for c, v in conds.items()
+                           if c.startswith("z=") and c.endswith(f" r={rate:g} fixed"))
             if not pts:
                 continue
             zs = [p[0] for p in pts]
@@ -200,6 +233,9 @@ def z_figure(result: dict, names: list[str], path: Path) -> None:
             line = axes[0].plot(zs, [x["median"] for x in s], "o" + ls, label=lab)[0]
             col = line.get_color()
             axes[0].plot(zs, [x["median"] for x in u], "x" + ls, color=col, alpha=0.5)
+            if fixed:
+                axes[0].plot([p[0] for p in fixed], [p[1][name]["median"] for p in fixed],
+                             "+:", color=col, ms=9)
             axes[0].plot(zs, [x["worst_bin_median"] for x in s], "v:", color=col, mfc="none")
             axes[1].plot(zs, [x["cov68"] for x in s], "o" + ls, color=col, label=f"{lab} 68%")
             axes[1].plot(zs, [x["cov95"] for x in s], "s" + ls, color=col, label=f"{lab} 95%")
@@ -212,7 +248,8 @@ def z_figure(result: dict, names: list[str], path: Path) -> None:
     lo, hi = axes[0].get_ylim()  # worst bins far off (M-sigma's lowest richness) clipped
     axes[0].set(xlabel="redshift", ylabel="median p50 - true [dex]",
                 ylim=(max(lo, -0.2), min(hi, 0.4)),
-                title="bias (o: with E(z) term, x: without, v: worst bin; clipped)")
+                title="bias (o: self-similar frame + E(z), x: no E(z), +: fixed aperture, "
+                  "v: worst bin)")
     axes[1].axhspan(0.65, 0.71, color="0.85", zorder=0)
     axes[1].axhspan(0.93, 0.97, color="0.85", zorder=0)
     axes[1].set(xlabel="redshift", ylabel="coverage", title="interval coverage, all bins")

@@ -14,7 +14,11 @@ Steps for every cluster of an input table (a ``cluster_id`` column groups the ro
    velocity ``v = c (z - z_c) / (1 + z_c)`` [km/s] (Danese, de Zotti & di Tullio 1980, A&A
    82, 322; the convention of the observe stage). Users may give ``R`` and ``v`` directly.
 3. The **same cut** as the training mocks (:meth:`dynmass.observing.ObservingSetup.cut`):
-   ``R <= aperture`` and ``|v| <= vcut``.
+   ``R <= aperture`` and ``|v| <= vcut``, in the self-similar frame of the training redshift:
+   radii are divided by ``s = aperture_scale(z_c, z_train)`` first
+   (:func:`dynmass.redshift.aperture_scale`; ``s = 1`` at the training redshift and within
+   2% of it over the validated range of the shipped model), so the comoving aperture is
+   ``aperture x s`` (column ``aperture_mpc_h``; ``redshift_frame="fixed"`` keeps ``s = 1``).
 4. :class:`dynmass.observations.Observations` via ``from_views`` with the training observe
    settings, and the bundle's ensemble prediction with its calibrated interval
    (:mod:`dynmass.bundle`).
@@ -97,9 +101,11 @@ from dynmass.predict_table import (  # noqa: F401 (FLAG_DOC re-exported: the pre
     _predict_views,
 )
 from dynmass.redshift import (  # noqa: F401 (re-exported: the predict API)
+    REDSHIFT_FRAMES,
     REDSHIFT_TOLERANCE,
     _correct_redshift,
     _redshift_check,
+    aperture_scale,
     redshift_correction_dex,
 )
 
@@ -207,6 +213,7 @@ def predict_members(
     min_members: int | None = None,
     skip_bad_rows: bool = False,
     allow_extrapolation: bool = False,
+    redshift_frame: str = "self-similar",
     path: object = None,
 ):
     """Mass estimates of one or many clusters from their member galaxies.
@@ -239,6 +246,15 @@ def predict_members(
         range (:attr:`dynmass.bundle.Bundle.redshift_range`) too, flagged
         ``extrapolated_redshift``. Default ``False``: such a cluster gets no mass and an
         ``error`` naming its redshift, the range and this setting.
+    redshift_frame : {"self-similar", "fixed"}
+        How a cluster at redshift z is matched to the training views at z_train.
+        ``"self-similar"`` (default): the cylinder's comoving radius is the training aperture
+        times ``s = aperture_scale(z, z_train)`` and radii are divided by ``s`` before the
+        model sees them (:func:`dynmass.redshift.aperture_scale`: the geometry relative to
+        R200c of a cluster with the same velocities); ``"fixed"``: the training comoving
+        aperture at every redshift. Both then add the E(z) term. The column
+        ``aperture_mpc_h`` gives the comoving aperture used; clusters without a redshift (R, v
+        given without a centre) use the training aperture.
     path : optional
         File name for messages (set automatically when ``table`` is a path).
 
@@ -249,7 +265,8 @@ def predict_members(
         ``dec``, ``z``, ``center_source``, ``n_gal``, ``sigma_v`` [km/s],
         ``log10_m200c_<p>`` [Msun/h] and ``log10_m200c_msun_<p>`` [Msun, with the
         cosmology's h] for p in 2.5, 16, 50, 84, 97.5 (suffixes p2_5, p16, p50, p84, p97_5),
-        ``log10_m200c_mean``, ``log10_m200c_fold_std``, ``flags``, ``error``, ``notes``.
+        ``log10_m200c_mean``, ``log10_m200c_fold_std``, ``aperture_mpc_h`` [comoving Mpc/h],
+        ``redshift_correction_dex``, ``flags``, ``error``, ``notes``.
         ``meta`` holds the settings used, among them ``allow_extrapolation`` and
         ``validated_redshift_range``.
     """
@@ -275,6 +292,15 @@ def predict_members(
     if min_members is None:
         min_members = int(obs_settings.get("min_members") or bundle.domain["n_gal"][0])
     z_range = bundle.redshift_range
+    if redshift_frame not in REDSHIFT_FRAMES:
+        raise InputError(f"redshift_frame must be one of {REDSHIFT_FRAMES}, not "
+                         f"{redshift_frame!r}", column="redshift_frame")
+    z_train = obs_settings.get("redshift")
+
+    def scale_of(z: float) -> float:
+        if redshift_frame == "fixed" or z_train is None or not np.isfinite(z):
+            return 1.0
+        return aperture_scale(float(z), float(z_train), cosmo)
 
     rows: list[dict[str, Any]] = []
     views: list[tuple[np.ndarray, np.ndarray]] = []
@@ -286,17 +312,21 @@ def predict_members(
         try:
             R, v, centre, source, note = _cluster_rv(
                 mode, {k: a[idx] for k, a in data.items()}, idx, centre_map.get(cid),
-                setup, cosmo, skip_bad_rows,
+                setup, cosmo, skip_bad_rows, scale_of,
             )
         except (_ClusterError, InputError) as exc:
             row["error"] = str(exc)
             continue
         row.update(ra=centre[0], dec=centre[1], z=centre[2], center_source=source, notes=note)
+        s = scale_of(row["z"])
+        R = R / s  # radii in the training frame (s = 1 at z_train, or frame "fixed")
+        row["aperture_mpc_h"] = aperture * s
         keep = setup.cut(R, v)
         row["n_gal"] = int(keep.sum())
         if row["n_gal"] < HARD_MIN_GALAXIES:
-            row["error"] = (f"only {row['n_gal']} galaxies within R <= {aperture} Mpc/h and "
-                            f"|v| <= {vcut} km/s of the centre; need at least {HARD_MIN_GALAXIES}")
+            row["error"] = (f"only {row['n_gal']} galaxies within R <= {aperture * s:.4g} Mpc/h "
+                            f"and |v| <= {vcut} km/s of the centre; need at least "
+                            f"{HARD_MIN_GALAXIES}")
             continue
         row["sigma_v"] = float(np.std(v[keep]))
         refusal, z_note = _redshift_check(row["z"], z_range, allow_extrapolation)
@@ -308,7 +338,6 @@ def predict_members(
         view_row.append(len(rows) - 1)
 
     _predict_views(bundle, views, view_row, rows, obs_settings)
-    z_train = obs_settings.get("redshift")
     for row in rows:
         _correct_redshift(row, bundle, z_train, cosmo)
     h = float(cosmo.h)
@@ -324,6 +353,7 @@ def predict_members(
         cosmology=from_astropy(cosmo), h=h, aperture_mpc_h=aperture, vcut_kms=vcut,
         min_members=min_members, input_mode=mode, flags=FLAG_DOC,
         allow_extrapolation=bool(allow_extrapolation), validated_redshift_range=z_range,
+        redshift_frame=redshift_frame, z_train=z_train,
         redshift_tolerance=bundle.domain.get("redshift_tolerance", REDSHIFT_TOLERANCE),
         training_domain=bundle.domain,
         interval={k: v for k, v in bundle.interval.items() if k != "files"},
@@ -367,8 +397,9 @@ def _centre_map(centers: Any, order: list[str], path: object) -> dict[str, tuple
     return cmap
 
 
-def _cluster_rv(mode, d, idx, centre, setup, cosmo, skip_bad_rows):
-    """R [Mpc/h], v [km/s], centre, centre source and a note for one cluster."""
+def _cluster_rv(mode, d, idx, centre, setup, cosmo, skip_bad_rows, scale_of=lambda z: 1.0):
+    """R [comoving Mpc/h], v [km/s], centre, centre source and a note for one cluster
+    (``scale_of(z)``: aperture scale of the redshift frame, for the centring)."""
     note = ""
     if mode == "sky":
         ra, dec, z = d["ra"], d["dec"], d["z"]
@@ -383,9 +414,9 @@ def _cluster_rv(mode, d, idx, centre, setup, cosmo, skip_bad_rows):
         ra, dec, z = ra[good], dec[good], z[good]
         if len(ra) == 0:
             raise _ClusterError("no usable members")
-        if centre is None:
-            centre = estimate_center(ra, dec, z, aperture=setup.aperture, vcut=setup.vcut,
-                                     cosmo=cosmo)
+        if centre is None:  # the cylinder of the frame at the members' median redshift
+            centre = estimate_center(ra, dec, z, aperture=setup.aperture * scale_of(np.median(z)),
+                                     vcut=setup.vcut, cosmo=cosmo)
             source = "estimated"
         else:
             source = "given"

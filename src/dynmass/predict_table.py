@@ -46,7 +46,8 @@ def _empty_row(cid: str, bundle: Bundle) -> dict[str, Any]:
     row: dict[str, Any] = {
         "cluster_id": cid, "ra": np.nan, "dec": np.nan, "z": np.nan, "center_source": "",
         "n_gal": 0, "sigma_v": np.nan, "log10_m200c_mean": np.nan,
-        "log10_m200c_fold_std": np.nan, "redshift_correction_dex": np.nan, "flags": "",
+        "log10_m200c_fold_std": np.nan, "aperture_mpc_h": np.nan,
+        "redshift_correction_dex": np.nan, "flags": "",
         "error": "", "notes": "",
     }
     for p in bundle.percentiles:
@@ -58,8 +59,8 @@ def _columns(bundle: Bundle) -> list[str]:
     pcts = [pct_name(p) for p in bundle.percentiles]
     return (["cluster_id", "ra", "dec", "z", "center_source", "n_gal", "sigma_v"]
             + [f"log10_m200c_{p}" for p in pcts] + [f"log10_m200c_msun_{p}" for p in pcts]
-            + ["log10_m200c_mean", "log10_m200c_fold_std", "redshift_correction_dex", "flags",
-               "error", "notes"])
+            + ["log10_m200c_mean", "log10_m200c_fold_std", "aperture_mpc_h",
+               "redshift_correction_dex", "flags", "error", "notes"])
 
 
 def _predict_views(bundle, views, view_row, rows, obs_settings) -> None:

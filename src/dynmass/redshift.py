@@ -172,6 +172,96 @@ def redshift_correction_dex(z: float, z_train: float, cosmo: Any) -> float:
     return float(np.log10(cosmo.efunc(z_train) / cosmo.efunc(z)))
 
 
+#: How ``predict`` maps a cluster at redshift z onto a model trained at z_train:
+#: ``"self-similar"`` (:func:`aperture_scale`) or ``"fixed"`` (the training comoving aperture).
+REDSHIFT_FRAMES: tuple[str, ...] = ("self-similar", "fixed")
+
+
+def aperture_scale(z: float, z_train: float, cosmo: Any) -> float:
+    """Comoving size, at redshift ``z``, of a cluster that looks at ``z_train`` as it does at z.
+
+    The self-similar frame of ``predict``. A model trained at ``z_train`` reads a cluster from
+    its galaxies' velocities (km/s, not rescaled) and radii. A halo of circular velocity
+    ``V200`` has physical ``R200c = V200 / (10 H(z))`` (from ``M200c = 100 H^2 R200c^3 / G``),
+    so at fixed velocities its comoving radius scales as ``(1 + z) / E(z)``; its mass as
+    ``1 / E(z)`` (:func:`redshift_correction_dex`). Observing the cluster at ``z`` through a
+    comoving aperture ``aperture x s`` and dividing every projected radius by
+    ``s = [(1 + z) / (1 + z_train)] [E(z_train) / E(z)]`` gives it the geometry, relative to
+    R200c, that a cluster with the same velocities has in the training views; the mass then
+    follows with the E(z) term. With the fixed comoving aperture instead, the R200c of a cluster
+    at z = 0.6 is ``s = 1.09`` times larger against it than in training (MDPL2 cosmology,
+    z_train = 0.117), so the cylinder holds relatively fewer interlopers and cuts deeper into
+    the cluster.
+
+    Parameters
+    ----------
+    z : float
+        Cluster (or snapshot) redshift.
+    z_train : float
+        Snapshot redshift of the model's training views.
+    cosmo : astropy.cosmology.Cosmology
+        Cosmology of ``E(z) = H(z) / H0``.
+
+    Returns
+    -------
+    float
+        ``s`` (1 at ``z_train``; 0.972 at z = 0.05, 1.018 at 0.167, 1.086 at 0.6 and 1.068 at
+        1.0 for z_train = 0.117, MDPL2 cosmology).
+
+    Examples
+    --------
+    >>> from dynmass.cosmology import MDPL2, to_astropy
+    >>> c = to_astropy(MDPL2)
+    >>> round(aperture_scale(0.117, 0.117, c), 6), round(aperture_scale(0.6, 0.117, c), 3)
+    (1.0, 1.086)
+    """
+    return float((1 + z) / (1 + z_train) * cosmo.efunc(z_train) / cosmo.efunc(z))
+
+
+def to_training_frame(obs: Any, z_train: float, aperture_train: float, cosmo: Any) -> Any:
+    """Mock views at their snapshot redshift, seen as ``predict`` sees a real cluster there.
+
+    ``obs`` must have been observed with the comoving aperture ``aperture_train x s``
+    (``s = aperture_scale(z, z_train)``, ``z`` its snapshot redshift); every ``R`` is divided
+    by ``s`` and the aperture set to ``aperture_train``, so a model trained at ``z_train``
+    accepts the views. ``settings["redshift_frame"]`` records the frame, ``s`` and the
+    comoving aperture.
+
+    Parameters
+    ----------
+    obs : dynmass.observations.Observations
+        Views observed at snapshot redshift ``obs.settings["redshift"]``.
+    z_train : float
+        Training redshift of the model.
+    aperture_train : float
+        Training aperture, comoving Mpc/h.
+    cosmo : astropy.cosmology.Cosmology
+        Cosmology of ``E(z)``.
+
+    Raises
+    ------
+    InputError
+        The views' aperture is not ``aperture_train x s``, or they record no redshift.
+    """
+    from dynmass.observations import Observations
+
+    z = obs.settings.get("redshift")
+    if z is None:
+        raise InputError("views record no snapshot redshift", column="redshift")
+    s = aperture_scale(float(z), float(z_train), cosmo)
+    if not np.isclose(obs.aperture, aperture_train * s, rtol=1e-6):
+        raise InputError(f"views observed with aperture {obs.aperture:.6g} Mpc/h; the training "
+                         f"frame at z={float(z):.4g} needs {aperture_train * s:.6g} "
+                         f"(= {aperture_train:g} x {s:.6g})", column="aperture")
+    settings = {**obs.settings, "aperture": float(aperture_train),
+                "redshift_frame": {"frame": "self-similar", "z_train": float(z_train),
+                                   "aperture_scale": s,
+                                   "aperture_comoving_mpc_h": float(obs.aperture)}}
+    R = np.minimum(obs.R / s, aperture_train)  # rounding at the edge stays inside
+    return Observations(clusters=dict(obs.clusters), R=R, v=obs.v, is_member=obs.is_member,
+                        galaxy_index=obs.galaxy_index, offsets=obs.offsets, settings=settings)
+
+
 def _correct_redshift(row: dict[str, Any], bundle: Bundle, z_train: Any, cosmo: Any) -> None:
     """Apply :func:`redshift_correction_dex` to a predicted row (0 when z is unknown)."""
     row["redshift_correction_dex"] = 0.0

@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also estimate clusters whose redshift lies outside the model's "
                    "validated redshift range; their masses are not validated and are flagged "
                    "extrapolated_redshift (default: such clusters get no mass and an error)")
+    p.add_argument("--redshift-frame", choices=("self-similar", "fixed"), default="self-similar",
+                   help="match a cluster at z to the training redshift by the self-similar "
+                   "aperture, comoving radius x (1+z) E(z_train) / ((1+z_train) E(z)), with radii "
+                   "rescaled by the same factor (default), or by the fixed training aperture; "
+                   "both add the E(z) mass term")
     p.add_argument("-o", "--output", type=Path, default=Path("masses.csv"),
                    help="output CSV (default: masses.csv); settings go to <stem>.settings.json")
     p.set_defaults(func=run)
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cosmology=args.cosmology, ra_col=args.ra_col, dec_col=args.dec_col, z_col=args.z_col,
         cluster_col=args.cluster_col, r_col=args.r_col, v_col=args.v_col,
         min_members=args.min_members, skip_bad_rows=args.skip_bad_rows,
-        allow_extrapolation=args.allow_extrapolation,
+        allow_extrapolation=args.allow_extrapolation, redshift_frame=args.redshift_frame,
     )
     n_err = int(sum(bool(e) for e in result["error"]))
     n_flag = int(sum(bool(f) for f in result["flags"]))
