@@ -107,3 +107,36 @@ def test_mock_views_at_another_redshift_in_the_training_frame():
     with pytest.raises(InputError, match="aperture"):
         to_training_frame(from_views([(R / s, obs.v)], {"aperture": 1.6, "vcut": 2200.0,
                                                         "redshift": z}), Z_TRAIN, 1.6, COSMO)
+
+
+def test_observe_in_the_frame_of_the_training_redshift(tmp_path):
+    from dynmass.cli import main
+    from dynmass.errors import SettingsMismatchError
+    from dynmass.observations import read_observations
+    from dynmass.observing import check_same_observing
+
+    u = tmp_path / "u.h5"
+    assert main(["universe", "-o", str(u), "--box", "60", "--min-mass", "1e12", "--seed", "3",
+                 "--redshift", "0.5"]) == 0
+    common = ["--min-mass", "1e13", "--min-members", "3", "--seed", "1"]
+    assert main(["observe", str(u), "-o", str(tmp_path / "plain.h5"), *common]) == 0
+    assert main(["observe", str(u), "-o", str(tmp_path / "frame.h5"), *common,
+                 "--training-redshift", str(Z_TRAIN)]) == 0
+    plain, frame = read_observations(tmp_path / "plain.h5"), read_observations(tmp_path / "frame.h5")
+    s = aperture_scale(0.5, Z_TRAIN, COSMO)
+    rec = frame.settings["redshift_frame"]
+    assert frame.aperture == plain.aperture == 1.6 and rec["aperture_scale"] == pytest.approx(s)
+    assert rec["aperture_comoving_mpc_h"] == pytest.approx(1.6 * s)
+    assert frame.R.max() <= 1.6 and frame.settings["redshift"] == pytest.approx(0.5)
+    # same hosts and lines of sight; the wider cylinder holds every galaxy of the plain one
+    np.testing.assert_array_equal(frame.clusters["halo_id"], plain.clusters["halo_id"])
+    assert np.all(frame.n_gal >= plain.n_gal) and frame.n_gal.sum() > plain.n_gal.sum()
+    for k in range(plain.n_views):  # each plain galaxy is in the framed view at R x s
+        a, b = slice(*plain.offsets[k:k + 2]), slice(*frame.offsets[k:k + 2])
+        framed = dict(zip(frame.galaxy_index[b].tolist(), frame.R[b] * s, strict=True))
+        for g, r in zip(plain.galaxy_index[a].tolist(), plain.R[a], strict=True):
+            assert framed[g] == pytest.approx(r, abs=1e-9)
+    train = {"aperture": 1.6, "vcut": 2200.0, "redshift": Z_TRAIN}
+    check_same_observing(frame.settings, train, "the training views", "frame.h5")
+    with pytest.raises(SettingsMismatchError, match="redshift"):
+        check_same_observing(plain.settings, train, "the training views", "plain.h5")

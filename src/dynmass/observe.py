@@ -380,7 +380,12 @@ def observe_file(universe_path: str | os.PathLike, out_path: str | os.PathLike,
     out_path : str or os.PathLike
         Observations file to write (root attributes ``universe_sha256`` and ``seed``).
     **options
-        Keyword arguments of :func:`observe`.
+        Keyword arguments of :func:`observe`, and ``training_redshift`` (float, optional):
+        observe in the self-similar frame of a model trained at that redshift, as ``dynmass
+        predict`` sees a real cluster at the universe's redshift z: the cylinder's comoving
+        radius is the aperture times ``s = aperture_scale(z, training_redshift)`` and every
+        ``R`` is divided by ``s`` (:func:`dynmass.redshift.to_training_frame`; the settings
+        record ``redshift_frame``).
 
     Returns
     -------
@@ -394,11 +399,14 @@ def observe_file(universe_path: str | os.PathLike, out_path: str | os.PathLike,
     """
     from dynmass.observations import write_observations
 
+    options = dict(options)
+    z_train = options.pop("training_redshift", None)
     unknown = set(options) - set(_OBSERVE_KW)
     if unknown:
         raise InputError(f"unknown observe options: {sorted(unknown)}")
     opts = {**_OBSERVE_KW, **options}
     setup = resolve_setup(opts.pop("setup"), **{k: opts.pop(k) for k in _SETUP_KW})
+    aperture_train = setup.aperture
     _check_options(setup, opts["min_mass"], opts["n_los"], opts["seed"], opts["max_los"],
                    opts["flat_bin_dex"], opts["flat_target"], opts["flat_density"],
                    opts["workers"], opts["dask_scheduler"], opts["chunk_size"])
@@ -417,7 +425,18 @@ def observe_file(universe_path: str | os.PathLike, out_path: str | os.PathLike,
     if column is not None:
         check_selection_column(catalog.galaxies, column, setup.selection_limit, universe_path)
     sha = file_sha256(universe_path)
+    if z_train is not None:  # the cylinder of the self-similar frame of the training redshift
+        from dataclasses import replace
+
+        from dynmass.cosmology import to_astropy
+        from dynmass.redshift import aperture_scale, to_training_frame
+
+        cosmo = to_astropy(catalog.cosmology)
+        setup = replace(setup, aperture=aperture_train * aperture_scale(
+            float(catalog.redshift), float(z_train), cosmo))
     obs = observe(catalog, setup, universe_sha256=sha, **opts)
+    if z_train is not None:
+        obs = to_training_frame(obs, float(z_train), aperture_train, cosmo)
     obs.settings["universe_file"] = str(universe_path.resolve())
     return write_observations(obs, out_path,
                               extra_attrs={"universe_sha256": sha, "seed": int(opts["seed"])})

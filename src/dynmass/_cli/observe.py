@@ -67,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--center", choices=CENTER_MODES, default="true",
                    help="true halo centre, or an observer's estimate from the galaxies (the "
                    "algorithm of dynmass predict)")
+    p.add_argument("--training-redshift", type=float, default=None, metavar="Z",
+                   help="observe in the self-similar frame of a model trained at redshift Z, as "
+                   "dynmass predict sees a real cluster at this universe's redshift: comoving "
+                   "aperture x (1+z) E(Z) / ((1+Z) E(z)) and radii divided by that factor "
+                   "(default: the plain comoving aperture)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
     dask = p.add_mutually_exclusive_group()
     dask.add_argument("--workers", type=int, default=None,
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         flat_bin_dex=args.flat_bin_dex, max_los=args.max_los, seed=args.seed,
         workers=args.workers, dask_scheduler=args.dask_scheduler,
         chunk_size=args.chunk_size, progress=args.progress,
+        **({} if args.training_redshift is None else {"training_redshift": args.training_redshift}),
     )
     s = observation_attrs(path)["settings"]
     print(json.dumps({k: s[k] for k in ("aperture", "vcut", "n_hosts", "n_views_planned",
