@@ -298,3 +298,28 @@ def test_cli_and_validation(tmp_path, capsys):
     assert {"outskirts_step_ratio", "outskirts_turnaround_r200",
             "outskirts_vr_non_members_1.5-2mpch"} <= set(res["summary"])
     assert {"radial_profile", "projected_profile"} <= set(res["details"]["outskirts"])
+
+
+def test_truncation_radius_for_rare_peaks_at_high_redshift():
+    """At z = 1 a 10^16 Msun/h halo has nu200m = 10.2, where colossus' DK14 parameters fail
+    (and r_t = (1.9 - 0.18 nu) R200m would fall below R200m): peaks above DK14_NU_MAX take
+    its value, so universes up to z = 1 build; common halos are unchanged."""
+    from dynmass.universe.orbiting import DK14_NU_MAX, truncation_radius_r200c
+
+    m = np.array([1e14, 1e16])
+    c = np.array([5.0, 3.0])
+    rt = truncation_radius_r200c(m, c, 1.0, MDPL2)
+    assert np.all(np.isfinite(rt)) and np.all(rt > 1.0)
+    assert DK14_NU_MAX == 5.0
+    # 10^14 at z = 0.117 has nu ~ 1.6: untouched by the cap (DK14 eq. 6 by hand)
+    from colossus.halo import mass_defs
+    from colossus.lss import peaks
+
+    from dynmass.cosmology import colossus_cosmology
+
+    with colossus_cosmology(MDPL2):
+        m200m, r200m, _ = mass_defs.changeMassDefinition(1e14, 5.0, 0.117, "200c", "200m")
+        nu = float(peaks.peakHeight(m200m, 0.117))
+        from colossus.halo import mass_so
+        expect = (1.9 - 0.18 * nu) * r200m / mass_so.M_to_R(1e14, 0.117, "200c")
+    assert truncation_radius_r200c(m[:1], c[:1], 0.117, MDPL2)[0] == pytest.approx(expect, rel=1e-6)

@@ -107,7 +107,9 @@ def ensemble_calibration(
                         "n_views": int(obs.n_views),
                         "n_hosts": int(np.unique(obs.clusters["halo_id"]).size),
                         "universe_file": obs.settings.get("universe_file"),
-                        "observe_seed": obs.settings.get("seed")})
+                        "observe_seed": obs.settings.get("seed"),
+                        "redshift": obs.settings.get("redshift"),
+                        "redshift_frame": obs.settings.get("redshift_frame")})
     if not parts:
         raise InputError("no calibration observations given")
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -75,7 +75,8 @@ def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike]
         records.append({"path": str(path), "universe_sha256": uni,
                         "universes_sha256": sorted(universes_of(obs.settings)),
                         "n_views": int(obs.n_views),
-                        "universe_file": obs.settings.get("universe_file")})
+                        "universe_file": obs.settings.get("universe_file"),
+                        "redshift": obs.settings.get("redshift")})
     if not records:
         raise InputError("no test observations given")
     return {k: np.concatenate(v) for k, v in cols.items()}, records

@@ -35,12 +35,17 @@ from scipy.integrate import cumulative_trapezoid
 from dynmass.cosmology import colossus_cosmology
 from dynmass.universe.galaxies import nfw_mass
 
-__all__ = ["DK14_BETA", "DK14_GAMMA", "R_MAX_R200C", "Y_GRID", "cumulative_profile",
+__all__ = ["DK14_BETA", "DK14_GAMMA", "DK14_NU_MAX", "R_MAX_R200C", "Y_GRID", "cumulative_profile",
            "interp_rows", "orbiting_density", "outskirt_fraction", "sample_orbiting_radii",
            "truncation_radius_r200c"]
 
 #: Outer edge of the satellite profile, in R200c.
 R_MAX_R200C = 4.0
+#: Highest peak height given to the DK14 r_t relation: its calibration sample reaches nu200m
+#: of about 4-5, r_t = (1.9 - 0.18 nu) R200m falls below R200m beyond 5 and colossus refuses
+#: nu > 10. Rarer peaks (above ~6e15 Msun/h at z = 0.117, ~1e15 at z = 1) use nu = 5.
+DK14_NU_MAX = 5.0
+
 #: Sharpness and asymptotic slope of the DK14 steepening for mass-selected halos (DK14 sec. 3.3).
 DK14_BETA, DK14_GAMMA = 4.0, 8.0
 #: Grid of r / R200c on which cumulative profiles are tabulated (0, then logarithmic).
@@ -187,7 +192,7 @@ def truncation_radius_r200c(m200c: np.ndarray, conc: np.ndarray, redshift: float
 
     r_t = (1.9 - 0.18 nu200m) R200m (Diemer & Kravtsov 2014 eq. 6, colossus
     ``DK14Profile.deriveParameters``); M200m and R200m from M200c and c200c (NFW, colossus
-    ``changeMassDefinition``); nu200m = peak height of M200m.
+    ``changeMassDefinition``); nu200m = peak height of M200m, at most :data:`DK14_NU_MAX`.
 
     Parameters
     ----------
@@ -216,7 +221,7 @@ def truncation_radius_r200c(m200c: np.ndarray, conc: np.ndarray, redshift: float
         r200c = mass_so.M_to_R(m, redshift, "200c")
         for k in range(m.size):
             m200m, r200m, _ = mass_defs.changeMassDefinition(m[k], c[k], redshift, "200c", "200m")
-            nu = peaks.peakHeight(m200m, redshift)
+            nu = min(float(peaks.peakHeight(m200m, redshift)), DK14_NU_MAX)
             rt_r200m = DK14Profile.deriveParameters("M", nu200m=nu, z=redshift)[3]
             out[k] = rt_r200m * r200m / r200c[k]
     return out
