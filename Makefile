@@ -81,15 +81,17 @@ MODEL_SURVEY ?= --sampling-rate loguniform:0.05:1 --completeness-edge uniform:0.
 	--velocity-error uniform:0:100 --selection log10_mstar:uniform:9.5:10.5
 MODEL_MIN_MASS = 1e13
 $(foreach s,$(MODEL_TRAIN_SEEDS),$(MODEL_DIR)/obs_$(s).h5): MODEL_MIN_MASS = 2e13
-$(foreach s,$(MODEL_TRAIN_SEEDS) $(MODEL_CAL_SEEDS),$(MODEL_DIR)/universe_$(s).h5): \
-	MODEL_BOX = $(MODEL_MIX_BOX)
+# box of universe NAME (seed with or without the 'o'): the training and calibration mixture
+# universes are 800 Mpc/h (a function, not a target-specific variable: naming the universes as
+# targets would stop make treating them as intermediate and rebuild them when deleted)
+model_box = $(if $(filter $(1),$(MODEL_TRAIN_SEEDS) $(MODEL_CAL_SEEDS)),$(MODEL_MIX_BOX),$(MODEL_BOX))
 MODEL_OUT = src/dynmass/data/default_model.h5
 
 $(MODEL_DIR)/universe_o%.h5: | $(STAMP)
-	$(BIN)/dynmass universe --box $(MODEL_BOX) --seed $* --outskirts -o $@
+	$(BIN)/dynmass universe --box $(call model_box,o$*) --seed $* --outskirts -o $@
 
 $(MODEL_DIR)/universe_%.h5: | $(STAMP)
-	$(BIN)/dynmass universe --box $(MODEL_BOX) --seed $* -o $@
+	$(BIN)/dynmass universe --box $(call model_box,$*) --seed $* -o $@
 
 $(MODEL_DIR)/obs_%.h5: $(MODEL_DIR)/universe_%.h5
 	$(BIN)/dynmass observe $< -o $@ --flat-mass-function --min-mass $(MODEL_MIN_MASS) \
