@@ -1,4 +1,9 @@
-"""``dynmass universe``: build the embedded mock universe, or convert a catalog users bring."""
+"""``dynmass universe``: build the embedded mock universe, or convert a catalog users bring.
+
+Two engines build a universe: ``--engine analytic`` (default; :mod:`dynmass.universe.build`)
+and ``--engine nbody`` (a particle-mesh N-body run with FoF halos and painted galaxies,
+:mod:`dynmass.universe.nbody`). Options of one engine given with the other are refused.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,30 @@ import time
 from pathlib import Path
 
 from dynmass.errors import InputError
+
+#: Options (argparse dests) of the analytic engine only, and of the nbody engine only.
+_ANALYTIC_ONLY = {"min_mass": "--min-mass", "max_mass": "--max-mass", "grid": "--grid",
+                  "zheng07_threshold": "--zheng07-threshold", "beta": "--beta",
+                  "velocity_bias": "--velocity-bias", "conc_scatter": "--conc-scatter",
+                  "mass_bin": "--mass-bin",
+                  "no_unresolved_velocities": "--no-unresolved-velocities",
+                  "outskirts": "--outskirts"}
+_NBODY_ONLY = {"particles": "--particles", "pm_steps": "--pm-steps",
+               "mesh_factor": "--mesh-factor"}
+
+
+class _Explicit(argparse.Action):
+    """Store the value and remember that the option was given (``args._explicit``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: D102
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        given = set(getattr(namespace, "_explicit", set()))
+        namespace._explicit = given | {self.dest}
+
+
+def _flag(**kw) -> dict:
+    """argparse keywords of a store-true flag whose use is remembered."""
+    return dict(action=_Explicit, nargs=0, const=True, default=False, **kw)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,8 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build a periodic mock universe: Tinker et al. 2008 halos on a biased "
         "log-normal field with linear-theory flows, Leauthaud et al. 2011 (or, with "
         "--occupation zheng07, Zheng et al. 2007) galaxies on NFW orbits with Jeans "
-        "velocities. With --from, convert a UniverseMachine, Rockstar hlist or generic table "
-        "catalog instead.",
+        "velocities. With --engine nbody, run a particle-mesh N-body simulation instead "
+        "(jaxpm: 2LPT initial conditions, kick-drift-kick steps; friends-of-friends halos, "
+        "galaxies painted on halos and particles; resumable from OUTPUT.pm.npz). With --from, "
+        "convert a UniverseMachine, Rockstar hlist or generic table catalog instead.",
     )
     p.add_argument("-o", "--output", type=Path, required=True, help="catalog file to write (HDF5)")
     p.add_argument("--box", type=float, default=None,
@@ -35,11 +66,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redshift", type=float, default=None,
                    help=f"redshift (default {DEFAULT_REDSHIFT}; for --from: from the file)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--engine", choices=("analytic", "nbody"), default="analytic",
+                   help="how the mock universe is made: analytic (default; halos from the mass "
+                   "function on a log-normal field) or nbody (particle-mesh N-body run, FoF "
+                   "halos; needs jaxpm; --box, --seed, --redshift, --cosmology, --occupation "
+                   "and --mstar-min apply, the 'mock universe' options below do not)")
+    nb = p.add_argument_group("nbody engine (--engine nbody)")
+    nb.add_argument("--particles", type=int, default=256, action=_Explicit,
+                    help="particles per side (default 256: 256^3 particles)")
+    nb.add_argument("--pm-steps", type=int, default=30, action=_Explicit,
+                    help="kick-drift-kick steps from a = 0.1 to the snapshot (default 30)")
+    nb.add_argument("--mesh-factor", type=int, choices=(1, 2), default=2, action=_Explicit,
+                    help="PM mesh cells per particle spacing (default 2; force resolution "
+                    "box / (mesh-factor * particles))")
     g = p.add_argument_group("mock universe")
-    g.add_argument("--min-mass", type=float, default=10**11.5,
+    g.add_argument("--min-mass", type=float, default=10**11.5, action=_Explicit,
                    help="lowest halo M200c, Msun/h (default 10^11.5)")
-    g.add_argument("--max-mass", type=float, default=1e16, help="highest halo M200c, Msun/h")
-    g.add_argument("--grid", type=int, default=None,
+    g.add_argument("--max-mass", type=float, default=1e16, action=_Explicit,
+                   help="highest halo M200c, Msun/h")
+    g.add_argument("--grid", type=int, default=None, action=_Explicit,
                    help="FFT grid nodes per side (default: power of 2 >= box/4 Mpc/h, <= 512)")
     g.add_argument("--occupation", choices=OCCUPATIONS, default=OCCUPATIONS[0],
                    help="halo occupation model of the galaxies: leauthaud11 (default; Leauthaud "
@@ -50,25 +95,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="galaxy stellar-mass threshold, log10 Msun, h-free (the cosmology's h "
                    "applied; default 9.5; leauthaud11)")
     g.add_argument("--zheng07-threshold", type=float, default=ZHENG07_DEFAULT_THRESHOLD,
+                   action=_Explicit,
                    help="r-band absolute-magnitude threshold M_r - 5 log10 h of zheng07: -18 "
                    "to -22 in steps of 0.5, the Zheng et al. 2007 Table 1 values (default "
                    f"{ZHENG07_DEFAULT_THRESHOLD:g})")
-    g.add_argument("--beta", type=float, default=0.0,
+    g.add_argument("--beta", type=float, default=0.0, action=_Explicit,
                    help="satellite velocity anisotropy, constant (default 0: isotropic)")
-    g.add_argument("--velocity-bias", type=float, default=1.0,
+    g.add_argument("--velocity-bias", type=float, default=1.0, action=_Explicit,
                    help="satellite velocity bias sigma_gal/sigma_DM (default 1)")
-    g.add_argument("--conc-scatter", type=float, default=0.16,
+    g.add_argument("--conc-scatter", type=float, default=0.16, action=_Explicit,
                    help="log-normal concentration scatter, dex (default 0.16)")
-    g.add_argument("--mass-bin", type=float, default=0.1,
+    g.add_argument("--mass-bin", type=float, default=0.1, action=_Explicit,
                    help="width of the mass bins placed with one bias, dex (default 0.1)")
-    g.add_argument("--no-unresolved-velocities", action="store_true",
+    g.add_argument("--no-unresolved-velocities", **_flag(),
                    help="do not add the sub-grid linear velocity dispersion to halo velocities")
-    g.add_argument("--outskirts", action="store_true",
-                   help="N-body-like halos (off by default): satellites beyond R200c on a "
-                   "Diemer & Kravtsov 2014 splashback profile to 4 R200c (added to those within "
-                   "R200c), triaxial halos (Allgood et al. 2006) with aligned velocity "
-                   "ellipsoids, and spherical-infall velocities (Yahil 1985) of the halos "
-                   "around hosts above 10^13.5 Msun/h")
+    g.add_argument("--outskirts", **_flag(
+        help="N-body-like halos (off by default): satellites beyond R200c on a "
+        "Diemer & Kravtsov 2014 splashback profile to 4 R200c (added to those within "
+        "R200c), triaxial halos (Allgood et al. 2006) with aligned velocity "
+        "ellipsoids, and spherical-infall velocities (Yahil 1985) of the halos "
+        "around hosts above 10^13.5 Msun/h"))
     x = p.add_argument_group("convert an external catalog")
     x.add_argument("--from", dest="source", type=Path, default=None, help="catalog file to convert")
     x.add_argument("--format", choices=("universemachine", "universemachine-bin", "hlist", "table"),
@@ -119,7 +165,22 @@ def run(args: argparse.Namespace) -> int:
 
     cosmo = _parse_cosmology(args.cosmology)
     t0 = time.perf_counter()
-    if args.source is None:
+    engine = getattr(args, "engine", "analytic")
+    _check_engine_options(args, engine)
+    if engine == "nbody":
+        from dynmass.universe.nbody import write_nbody_universe
+
+        info = write_nbody_universe(
+            args.output,
+            box_size=DEFAULT_BOX if args.box is None else args.box,
+            n_side=args.particles,
+            redshift=DEFAULT_REDSHIFT if args.redshift is None else args.redshift,
+            cosmology=cosmo, seed=args.seed, occupation=args.occupation,
+            mstar_min=args.mstar_min, mesh_factor=args.mesh_factor, n_steps=args.pm_steps,
+        )
+        summary = {"output": str(args.output), "engine": "nbody", "n_halos": info["n_halos"],
+                   "n_galaxies": info["n_galaxies"], "checkpoint": info["checkpoint"]}
+    elif args.source is None:
         info = write_universe(
             args.output,
             box_size=DEFAULT_BOX if args.box is None else args.box,
@@ -159,3 +220,25 @@ def run(args: argparse.Namespace) -> int:
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     print(json.dumps(summary))
     return 0
+
+
+def _check_engine_options(args: argparse.Namespace, engine: str) -> None:
+    """Refuse options of the other engine (clear :class:`InputError`, never ignored)."""
+    given = getattr(args, "_explicit", set())
+    if engine == "nbody":
+        if args.source is not None:
+            raise InputError("--engine nbody builds a universe; it does not apply to --from",
+                             column="engine")
+        wrong = [opt for dest, opt in _ANALYTIC_ONLY.items() if dest in given]
+        if wrong:
+            raise InputError(f"{', '.join(wrong)} apply to the analytic engine only, not to "
+                             "--engine nbody (its halos come from the N-body run: see "
+                             "--particles, --pm-steps, --mesh-factor)", column="engine")
+        if args.particles < 8 or args.pm_steps < 1:
+            raise InputError(f"--particles {args.particles} must be >= 8 and --pm-steps "
+                             f"{args.pm_steps} >= 1", column="engine")
+    else:
+        wrong = [opt for dest, opt in _NBODY_ONLY.items() if dest in given]
+        if wrong:
+            raise InputError(f"{', '.join(wrong)} apply to --engine nbody only",
+                             column="engine")
