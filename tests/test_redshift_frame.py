@@ -140,3 +140,40 @@ def test_observe_in_the_frame_of_the_training_redshift(tmp_path):
     check_same_observing(frame.settings, train, "the training views", "frame.h5")
     with pytest.raises(SettingsMismatchError, match="redshift"):
         check_same_observing(plain.settings, train, "the training views", "plain.h5")
+
+
+def test_calibration_and_coverage_views_at_another_redshift(tmp_path):
+    """Views at z = 0.6 in the frame of z_train = 0.117 calibrate the belt with true - d (d the
+    E(z) term predict adds), and the coverage check adds d to their percentiles."""
+    from dynmass.coverage import coverage
+    from dynmass.observations import read_observations, write_observations
+    from dynmass.redshift import views_correction_dex
+
+    rng = np.random.default_rng(3)
+    train = cylinder_views(rng, n_halos=300, richness=60.0)
+    train.settings = {**train.settings, "universe_sha256": "T"}
+    run = write_fold_run(tmp_path / "run", train, obs_path=write_observations(train,
+                                                                          tmp_path / "t.h5"))
+    frame = {"frame": "self-similar", "z_train": Z_TRAIN, "aperture_scale": 1.0857,
+             "aperture_comoving_mpc_h": 1.737}
+    paths = []
+    for name in ("A", "B"):
+        obs = cylinder_views(rng, n_halos=400, richness=60.0)
+        obs.settings = {**obs.settings, "universe_sha256": name, "redshift": 0.6,
+                        "redshift_frame": frame}
+        paths.append(write_observations(obs, tmp_path / f"{name}.h5"))
+    d = views_correction_dex({"redshift": 0.6}, train.settings)
+    assert d == pytest.approx(redshift_correction_dex(0.6, Z_TRAIN, COSMO))
+    b = make_bundle(run, tmp_path / "b.h5", calibration_observations=[paths[0]])
+    cal_obs = read_observations(paths[0])
+    np.testing.assert_allclose(b.calibration.true, cal_obs.log10_m200c() - d)
+    assert b.interval["files"][0]["redshift_correction_dex"] == pytest.approx(d)
+    assert b.redshift_range == pytest.approx([0.067, 0.65])
+    res = coverage(b, observations=[paths[1]], seed=0)
+    test_obs = read_observations(paths[1])
+    raw = b.predict(test_obs)
+    q16, q84 = raw["log10_m200c_p16"] + d, raw["log10_m200c_p84"] + d
+    t = test_obs.log10_m200c()
+    lo, hi = b.domain["log10_m200c_calibrated"]
+    inr = (t >= lo) & (t <= hi)
+    assert res["coverage_68"] == pytest.approx(np.mean(((q16 <= t) & (t <= q84))[inr]))

@@ -23,6 +23,7 @@ from dynmass.folds import random_host_folds
 from dynmass.intervals import Calibration
 from dynmass.models.base import Estimator, ensemble_predictions
 from dynmass.observations import read_independent_views, universe_of, universes_of
+from dynmass.redshift import views_correction_dex
 from dynmass.rundir import read_predictions
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,11 @@ def ensemble_calibration(
     Returns
     -------
     Calibration, list of dict
-        The views, and one record per file (path, sha256 of its universe, views, hosts).
+        The views, and one record per file (path, sha256 of its universe, views, hosts,
+        redshift). Views at another snapshot redshift than the training views (observed in the
+        self-similar frame, ``observe --training-redshift``) enter with ``true - d``, ``d`` the
+        E(z) term :func:`dynmass.redshift.views_correction_dex` that predict adds to a cluster
+        at that redshift.
 
     Raises
     ------
@@ -95,7 +100,10 @@ def ensemble_calibration(
     used = set(exclude_universes)
     for i, path in enumerate(paths):
         obs = read_independent_views(path, obs_settings, used, "calibration")
-        true = obs.log10_m200c()
+        # views at another redshift (self-similar frame): the mass a cluster with the same
+        # velocities has at the training redshift, as predict adds the E(z) term back
+        d_z = views_correction_dex(obs.settings, obs_settings)
+        true = obs.log10_m200c() - d_z
         uni = universe_of(obs.settings)
         pred = ensemble_predictions(models, obs, path).mean(axis=0)
         parts.append(dict(pred=pred, true=true, halo_id=np.asarray(obs.clusters["halo_id"], np.int64),
@@ -109,7 +117,8 @@ def ensemble_calibration(
                         "universe_file": obs.settings.get("universe_file"),
                         "observe_seed": obs.settings.get("seed"),
                         "redshift": obs.settings.get("redshift"),
-                        "redshift_frame": obs.settings.get("redshift_frame")})
+                        "redshift_frame": obs.settings.get("redshift_frame"),
+                        "redshift_correction_dex": d_z})
     if not parts:
         raise InputError("no calibration observations given")
     cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

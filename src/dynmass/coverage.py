@@ -34,6 +34,7 @@ from dynmass.intervals import (
     pct_name,
 )
 from dynmass.observations import read_independent_views, universe_of, universes_of
+from dynmass.redshift import views_correction_dex
 
 
 def coverage_summary(res: dict[str, Any]) -> dict[str, Any]:
@@ -67,8 +68,9 @@ def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike]
         true = obs.log10_m200c()
         uni = universe_of(obs.settings)
         res = bundle.predict(obs)
-        q = np.column_stack([res[f"log10_m200c_{pct_name(p)}"] for p in PERCENTILES])
-        for key, arr in (("true", true), ("pred", res["log10_m200c_mean"]), ("q", q),
+        d_z = views_correction_dex(obs.settings, bundle.obs_settings)  # as predict adds it
+        q = np.column_stack([res[f"log10_m200c_{pct_name(p)}"] for p in PERCENTILES]) + d_z
+        for key, arr in (("true", true), ("pred", res["log10_m200c_mean"] + d_z), ("q", q),
                          ("halo_id", np.asarray(obs.clusters["halo_id"], np.int64)),
                          ("source", np.full(obs.n_views, i, np.int64))):
             cols.setdefault(key, []).append(arr)

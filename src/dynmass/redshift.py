@@ -262,6 +262,37 @@ def to_training_frame(obs: Any, z_train: float, aperture_train: float, cosmo: An
                         galaxy_index=obs.galaxy_index, offsets=obs.offsets, settings=settings)
 
 
+def views_correction_dex(view_settings: dict[str, Any], train_settings: dict[str, Any]) -> float:
+    """The E(z) term (:func:`redshift_correction_dex`) from the training views' snapshot
+    redshift to that of other views (0 when either is unknown or they agree).
+
+    Mock views at another redshift are scored as ``predict`` scores a real cluster there: the
+    bundle's percentiles plus this term. Calibration therefore pairs each view's ensemble
+    prediction with ``true - term`` (the mass a cluster with the same velocities has at the
+    training redshift), and coverage checks add the term to the percentiles.
+
+    Parameters
+    ----------
+    view_settings, train_settings : dict
+        Observe settings of the views and of the training views (``redshift``; the cosmology
+        of ``train_settings``, MDPL2 when absent).
+
+    Examples
+    --------
+    >>> round(views_correction_dex({"redshift": 0.6}, {"redshift": 0.117}), 3)
+    -0.12
+    >>> views_correction_dex({"redshift": 0.117}, {"redshift": 0.117})
+    0.0
+    """
+    from dynmass.cosmology import MDPL2, to_astropy
+
+    z, z_train = view_settings.get("redshift"), train_settings.get("redshift")
+    if z is None or z_train is None or np.isclose(float(z), float(z_train), rtol=1e-9, atol=0):
+        return 0.0
+    cosmo = to_astropy(train_settings.get("cosmology") or MDPL2)
+    return redshift_correction_dex(float(z), float(z_train), cosmo)
+
+
 def _correct_redshift(row: dict[str, Any], bundle: Bundle, z_train: Any, cosmo: Any) -> None:
     """Apply :func:`redshift_correction_dex` to a predicted row (0 when z is unknown)."""
     row["redshift_correction_dex"] = 0.0
