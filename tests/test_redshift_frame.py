@@ -177,3 +177,36 @@ def test_calibration_and_coverage_views_at_another_redshift(tmp_path):
     lo, hi = b.domain["log10_m200c_calibrated"]
     inr = (t >= lo) & (t <= hi)
     assert res["coverage_68"] == pytest.approx(np.mean(((q16 <= t) & (t <= q84))[inr]))
+
+
+def test_predict_mock_adds_the_redshift_term_to_views_at_another_redshift(tmp_path):
+    import csv
+    import json
+
+    from dynmass.observations import write_observations
+    from dynmass.predict_mock import predict_mock
+    from dynmass.redshift import views_correction_dex
+
+    rng = np.random.default_rng(8)
+    train = cylinder_views(rng, n_halos=200, richness=60.0)
+    run = write_fold_run(tmp_path / "run", train)
+    same = write_observations(cylinder_views(rng, n_halos=50, richness=60.0), tmp_path / "a.h5")
+    far = cylinder_views(np.random.default_rng(9), n_halos=50, richness=60.0)
+    near = write_observations(far, tmp_path / "near.h5")
+    far.settings = {**far.settings, "redshift": 0.6,
+                    "redshift_frame": {"frame": "self-similar", "z_train": Z_TRAIN}}
+    far_path = write_observations(far, tmp_path / "far.h5")
+    d = views_correction_dex({"redshift": 0.6}, train.settings)
+
+    def preds(path, name):
+        out = predict_mock(run, path, tmp_path / f"{name}.csv")
+        with open(out) as fh:
+            p = np.array([float(r["log10_m200c_pred"]) for r in csv.DictReader(fh)])
+        return p, json.loads((tmp_path / f"{name}.settings.json").read_text())
+
+    p_same, s_same = preds(same, "same")
+    p_near, _ = preds(near, "near")
+    p_far, s_far = preds(far_path, "far")
+    assert s_same["redshift_correction_dex"] == 0.0
+    assert s_far["redshift_correction_dex"] == pytest.approx(d) and d < -0.1
+    np.testing.assert_allclose(p_far, p_near + d)

@@ -32,6 +32,7 @@ import numpy as np
 from dynmass._io import atomic_write_json, provenance
 from dynmass.models.base import Estimator, ensemble_predictions, load_model
 from dynmass.observations import Observations
+from dynmass.redshift import views_correction_dex
 from dynmass.resume import load_obs
 from dynmass.rundir import RunDir, write_predictions_csv
 
@@ -65,8 +66,12 @@ def predict_mock(
     out_csv : path
         Output table: ``halo_id,los,log10_m200c_true,log10_m200c_pred,n_gal`` (and
         ``log10_m200c_pred_std``, the spread over fold models, for run folders); true masses
-        are NaN when unknown. Its settings record (version, command, model, observations)
-        goes to ``<out_csv stem>.settings.json``.
+        are NaN when unknown. Views at another snapshot redshift than the model's training
+        views (observed in the self-similar frame, ``observe --training-redshift``) get the
+        E(z) term added, as ``dynmass predict`` adds it to a real cluster
+        (:func:`dynmass.redshift.views_correction_dex`). Its settings record (version,
+        command, model, observations, ``redshift_correction_dex``) goes to
+        ``<out_csv stem>.settings.json``.
     device : str, optional
         Override the device of torch models.
 
@@ -86,6 +91,8 @@ def predict_mock(
         if device is not None and "device" in model.settings:
             model.settings["device"] = device
     P = ensemble_predictions(models, obs, path)
+    d_z = views_correction_dex(obs.settings, models[0].obs_settings)
+    P = P + d_z
     columns = {
         "halo_id": np.asarray(obs.clusters["halo_id"]).astype(np.int64),
         "los": np.asarray(obs.clusters["los"]).astype(np.int64),
@@ -99,6 +106,6 @@ def predict_mock(
     atomic_write_json(out.with_name(out.stem + ".settings.json"), {  # settings record
         **provenance(), "model": str(Path(model_path).resolve()), "n_models": len(models),
         "observations": None if path is None else str(path), "observations_sha256": _sha,
-        "columns": {"log10_m200c_*": "log10 Msun/h"},
+        "redshift_correction_dex": d_z, "columns": {"log10_m200c_*": "log10 Msun/h"},
     })
     return out
