@@ -10,7 +10,7 @@ CONSTRAINTS := constraints.txt
 TORCH := torch==2.13.0
 
 .PHONY: install test test-fast demo bench lint lock calibrate-bounds clean default-model robustness \
-	model-z-calibration \
+	model-z-calibration posterior-check default-model-files \
 	robustness-z-universes
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -169,6 +169,17 @@ robustness: $(ROBUST_DIR)/msigma.h5 $(ROBUST_DIR)/universe_103_zheng07.h5 \
 		--alt-universe outskirts=$(ROBUST_DIR)/universe_103_outskirts.h5 \
 		$(foreach zs,$(ROBUST_Z),--z-universe $(word 1,$(subst =, ,$(zs)))=$(ROBUST_DIR)/universe_z$(word 1,$(subst =, ,$(zs)))_s$(word 2,$(subst =, ,$(zs))).h5) \
 		--work $(ROBUST_DIR)/views -o docs/robustness
+
+# A normalizing-flow posterior p(log10 M200c | ensemble mean, N) of the shipped model, trained on
+# its calibration views and checked (coverage per bin, SBC, TARP) on its test views next to its
+# belts (dynmass posterior; writes build/posterior/default.{h5,json,png}).
+posterior-check: default-model-files
+	$(BIN)/dynmass posterior $(MODEL_OUT) -o build/posterior/default \
+		--calibrate-on $(foreach s,$(MODEL_CAL_SEEDS),$(MODEL_DIR)/obs_$(s).h5) $(MODEL_Z_OBS) \
+		--test-on $(foreach s,$(MODEL_TEST_SEEDS),$(MODEL_DIR)/obs_$(s).h5)
+
+default-model-files: $(foreach s,$(MODEL_CAL_SEEDS) $(MODEL_TEST_SEEDS),$(MODEL_DIR)/obs_$(s).h5) \
+	$(MODEL_Z_OBS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
