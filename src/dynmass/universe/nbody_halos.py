@@ -92,23 +92,22 @@ _SLAB_PARTICLES = 1_000_000
 _SO_CHUNK = 4096
 
 
+def _positive(value: Any, what: str, unit: str, column: str) -> float:
+    """``value`` as a positive finite float, else :class:`InputError` naming ``column``."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not (np.isfinite(x) and x > 0):
+        raise InputError(f"{what} {value!r} must be a positive number ({unit})", column=column)
+    return x
+
+
 def _check_inputs(pos: Any, vel: Any, particle_mass: Any, box_size: Any
                   ) -> tuple[np.ndarray, np.ndarray, float, float]:
     """Validated float64 copies of the particle arrays and the scalars (InputError otherwise)."""
-    try:
-        box = float(box_size)
-    except (TypeError, ValueError):
-        box = float("nan")
-    if not (np.isfinite(box) and box > 0):
-        raise InputError(f"box size {box_size!r} must be a positive number (Mpc/h)",
-                         column="box_size")
-    try:
-        mp = float(particle_mass)
-    except (TypeError, ValueError):
-        mp = float("nan")
-    if not (np.isfinite(mp) and mp > 0):
-        raise InputError(f"particle mass {particle_mass!r} must be a positive number (Msun/h)",
-                         column="particle_mass")
+    box = _positive(box_size, "box size", "Mpc/h", "box_size")
+    mp = _positive(particle_mass, "particle mass", "Msun/h", "particle_mass")
     p = np.asarray(pos, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 3:
         raise InputError(f"positions must have shape (N, 3), got {p.shape}", column="pos")
