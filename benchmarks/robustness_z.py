@@ -248,8 +248,7 @@ def z_figure(result: dict, names: list[str], path: Path) -> None:
     lo, hi = axes[0].get_ylim()  # worst bins far off (M-sigma's lowest richness) clipped
     axes[0].set(xlabel="redshift", ylabel="median p50 - true [dex]",
                 ylim=(max(lo, -0.2), min(hi, 0.4)),
-                title="bias (o: self-similar frame + E(z), x: no E(z), +: fixed aperture, "
-                  "v: worst bin)")
+                title="bias (o: frame + E(z), x: no E(z),\n+: fixed aperture, v: worst bin)")
     axes[1].axhspan(0.65, 0.71, color="0.85", zorder=0)
     axes[1].axhspan(0.93, 0.97, color="0.85", zorder=0)
     axes[1].set(xlabel="redshift", ylabel="coverage", title="interval coverage, all bins")
