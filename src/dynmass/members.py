@@ -17,8 +17,9 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ import numpy as np
 
 from dynmass.cosmology import C_KMS, MDPL2, to_astropy, validate_cosmology
 from dynmass.errors import InputError
+
+# messages of the table helpers keep the logger name of predict, where they are used
+log = logging.getLogger("dynmass.predict")
 
 __all__ = ["parse_cosmology", "read_table", "read_centers", "sky_to_rv"]
 
@@ -230,3 +234,41 @@ def sky_to_rv(
     R = d_m * theta.to_value(u.rad)
     v = C_KMS * (np.asarray(z, float) - z_c) / (1.0 + z_c)
     return R, v
+
+
+def _input_mode(table, path, ra_col, dec_col, z_col, r_col, v_col) -> tuple[str, dict[str, str]]:
+    """``("sky" | "rv", {role: column})`` of a members table, else :class:`InputError`."""
+    sky = {k: _find_column(table, c) for k, c in (("ra", ra_col), ("dec", dec_col), ("z", z_col))}
+    if all(sky.values()):
+        return "sky", sky
+    rv = {k: _find_column(table, c) for k, c in (("R", r_col), ("v", v_col))}
+    if all(rv.values()):
+        return "rv", rv
+    missing = [n for n, c in zip((ra_col, dec_col, z_col), sky.values(), strict=True) if c is None]
+    raise InputError(
+        f"members need columns '{ra_col}', '{dec_col}', '{z_col}' (degrees, redshift) or "
+        f"'{r_col}', '{v_col}' (comoving Mpc/h, km/s); missing: {', '.join(missing)} "
+        f"(columns present: {', '.join(table.colnames)})",
+        path=path, column=missing[0],
+    )
+
+
+def _centre_map(centers: Any, order: list[str], path: object) -> dict[str, tuple[float, float, float]]:
+    """Centres per cluster id from a 3-tuple (one cluster), a mapping or a table/file."""
+    if centers is None:
+        return {}
+    if isinstance(centers, Sequence) and not isinstance(centers, (str, bytes)) and len(centers) == 3 \
+            and all(np.isscalar(x) for x in centers):
+        if len(order) != 1:
+            raise InputError(f"one --center given but the table holds {len(order)} clusters; "
+                             "use --centers FILE with cluster_id, ra, dec, z", path=path)
+        c = tuple(float(x) for x in centers)
+        problem = _coordinate_problem(*(np.array([x]) for x in c))
+        if problem is not None:
+            raise InputError(f"centre {c}: {problem[0]}")
+        return {order[0]: c}
+    cmap = read_centers(centers)
+    unknown = sorted(set(cmap) - set(order))
+    if unknown:
+        log.warning("centres given for clusters not in the members table: %s", unknown[:10])
+    return cmap

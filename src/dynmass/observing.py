@@ -462,9 +462,8 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
     Both are settings dictionaries (of an observations file, a run or a bundle). The setups
     must be compatible (:meth:`ObservingSetup.compatible_with`; a key that either side does not
     record is not compared, except the selection: not recorded means none), and the snapshot
-    redshift and the cosmology (H0, Om0, sigma8) must agree where both say. Views observed at
-    another redshift in the self-similar frame of the expected one (``redshift_frame``, see
-    :func:`dynmass.redshift.to_training_frame`) match by the frame's ``z_train``.
+    redshift (for ``redshift_frame`` views, :func:`dynmass.redshift.to_training_frame`, the
+    frame's ``z_train``) and the cosmology (H0, Om0, sigma8) must agree where both say.
 
     Parameters
     ----------
@@ -482,10 +481,9 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
     a = ObservingSetup.from_settings({k: settings.get(k) for k in keys}, path)
     b = ObservingSetup.from_settings({k: expected.get(k) for k in keys}, path)
     diff = a.differences(b)
-    za, zb = settings.get("redshift"), expected.get("redshift")
-    frame = settings.get("redshift_frame")
-    if isinstance(frame, dict) and frame.get("z_train") is not None:
-        za = frame["z_train"]  # views at another redshift, in the frame of the training one
+    # views at another redshift in the self-similar frame match by the frame's z_train
+    za = (settings.get("redshift_frame") or {}).get("z_train", settings.get("redshift"))
+    zb = expected.get("redshift")
     if za is not None and zb is not None and not np.isclose(float(za), float(zb), rtol=1e-6):
         diff.append("redshift")
     if diff:

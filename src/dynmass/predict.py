@@ -69,7 +69,6 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +81,12 @@ from dynmass.cosmology import from_astropy
 from dynmass.errors import InputError
 from dynmass.intervals import pct_name
 from dynmass.members import (  # noqa: F401 (re-exported: the predict API)
+    _centre_map,
     _coordinate_problem,
     _find_column,
     _float_column,
     _id_strings,
+    _input_mode,
     _rows_text,
     parse_cosmology,
     read_centers,
@@ -106,6 +107,7 @@ from dynmass.redshift import (  # noqa: F401 (re-exported: the predict API)
     _correct_redshift,
     _redshift_check,
     aperture_scale,
+    frame_scale,
     redshift_correction_dex,
 )
 
@@ -292,15 +294,11 @@ def predict_members(
     if min_members is None:
         min_members = int(obs_settings.get("min_members") or bundle.domain["n_gal"][0])
     z_range = bundle.redshift_range
-    if redshift_frame not in REDSHIFT_FRAMES:
-        raise InputError(f"redshift_frame must be one of {REDSHIFT_FRAMES}, not "
-                         f"{redshift_frame!r}", column="redshift_frame")
     z_train = obs_settings.get("redshift")
+    frame_scale(np.nan, z_train, cosmo, redshift_frame)  # refuse an unknown frame up front
 
     def scale_of(z: float) -> float:
-        if redshift_frame == "fixed" or z_train is None or not np.isfinite(z):
-            return 1.0
-        return aperture_scale(float(z), float(z_train), cosmo)
+        return frame_scale(z, z_train, cosmo, redshift_frame)
 
     rows: list[dict[str, Any]] = []
     views: list[tuple[np.ndarray, np.ndarray]] = []
@@ -359,42 +357,6 @@ def predict_members(
         interval={k: v for k, v in bundle.interval.items() if k != "files"},
     )
     return out
-
-
-def _input_mode(table, path, ra_col, dec_col, z_col, r_col, v_col) -> tuple[str, dict[str, str]]:
-    sky = {k: _find_column(table, c) for k, c in (("ra", ra_col), ("dec", dec_col), ("z", z_col))}
-    if all(sky.values()):
-        return "sky", sky
-    rv = {k: _find_column(table, c) for k, c in (("R", r_col), ("v", v_col))}
-    if all(rv.values()):
-        return "rv", rv
-    missing = [n for n, c in zip((ra_col, dec_col, z_col), sky.values(), strict=True) if c is None]
-    raise InputError(
-        f"members need columns '{ra_col}', '{dec_col}', '{z_col}' (degrees, redshift) or "
-        f"'{r_col}', '{v_col}' (comoving Mpc/h, km/s); missing: {', '.join(missing)} "
-        f"(columns present: {', '.join(table.colnames)})",
-        path=path, column=missing[0],
-    )
-
-
-def _centre_map(centers: Any, order: list[str], path: object) -> dict[str, tuple[float, float, float]]:
-    if centers is None:
-        return {}
-    if isinstance(centers, Sequence) and not isinstance(centers, (str, bytes)) and len(centers) == 3 \
-            and all(np.isscalar(x) for x in centers):
-        if len(order) != 1:
-            raise InputError(f"one --center given but the table holds {len(order)} clusters; "
-                             "use --centers FILE with cluster_id, ra, dec, z", path=path)
-        c = tuple(float(x) for x in centers)
-        problem = _coordinate_problem(*(np.array([x]) for x in c))
-        if problem is not None:
-            raise InputError(f"centre {c}: {problem[0]}")
-        return {order[0]: c}
-    cmap = read_centers(centers)
-    unknown = sorted(set(cmap) - set(order))
-    if unknown:
-        log.warning("centres given for clusters not in the members table: %s", unknown[:10])
-    return cmap
 
 
 def _cluster_rv(mode, d, idx, centre, setup, cosmo, skip_bad_rows, scale_of=lambda z: 1.0):

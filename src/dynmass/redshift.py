@@ -218,6 +218,38 @@ def aperture_scale(z: float, z_train: float, cosmo: Any) -> float:
     return float((1 + z) / (1 + z_train) * cosmo.efunc(z_train) / cosmo.efunc(z))
 
 
+def frame_scale(z: float, z_train: float | None, cosmo: Any, frame: str = "self-similar") -> float:
+    """:func:`aperture_scale` of redshift frame ``frame`` (one of :data:`REDSHIFT_FRAMES`): 1 for
+    ``"fixed"``, or when ``z`` or ``z_train`` is unknown.
+
+    Parameters
+    ----------
+    z, z_train : float or None
+        Cluster and training redshifts (NaN or None: unknown).
+    cosmo : astropy.cosmology.Cosmology
+        Cosmology of ``E(z)``.
+    frame : str
+        ``"self-similar"`` or ``"fixed"``.
+
+    Raises
+    ------
+    InputError
+        An unknown frame.
+
+    Examples
+    --------
+    >>> from dynmass.cosmology import MDPL2, to_astropy
+    >>> frame_scale(0.6, 0.117, to_astropy(MDPL2), "fixed"), frame_scale(float("nan"), 0.117, None)
+    (1.0, 1.0)
+    """
+    if frame not in REDSHIFT_FRAMES:
+        raise InputError(f"redshift_frame must be one of {REDSHIFT_FRAMES}, not {frame!r}",
+                         column="redshift_frame")
+    if frame == "fixed" or z_train is None or z is None or not np.isfinite(z):
+        return 1.0
+    return aperture_scale(float(z), float(z_train), cosmo)
+
+
 def to_training_frame(obs: Any, z_train: float, aperture_train: float, cosmo: Any) -> Any:
     """Mock views at their snapshot redshift, seen as ``predict`` sees a real cluster there.
 
