@@ -27,6 +27,7 @@ from dynmass.universe.nbody_halos import (
     fof_labels,
     so_threshold_comoving,
 )
+from dynmass.universe.nbody_masses import fof_to_m200c
 
 
 def _wrap(pos: np.ndarray, box: float) -> np.ndarray:
@@ -295,3 +296,95 @@ def test_bad_input_names_the_argument(snapshot):
         with pytest.raises(InputError) as exc:
             call()
         assert exc.value.column == column, (column, str(exc.value))
+
+
+# ------------------------------------------------------------------------------------------
+# (f) M200c by matched abundance, satellites inside R200c from the Jeans model
+# ------------------------------------------------------------------------------------------
+def _cumulative(m_min: float, mdef: str, model: str, z: float) -> float:
+    """n(> m_min) in (Mpc/h)^-3 by adaptive quadrature of colossus' dn/dlnM."""
+    from colossus.lss import mass_function
+    from scipy.integrate import quad
+
+    from dynmass.cosmology import colossus_cosmology
+
+    with colossus_cosmology(MDPL2):
+        return quad(lambda lnm: float(mass_function.massFunction(
+            np.exp(lnm), z, mdef=mdef, model=model, q_out="dndlnM")), np.log(m_min),
+            np.log(10**16.5), limit=200)[0]
+
+
+@pytest.mark.parametrize("z", [0.117, 0.6])
+def test_fof_to_m200c_matches_the_abundances(z):
+    m_fof = np.array([3e12, 1e13, 1e14, 1e15])
+    m200c = fof_to_m200c(m_fof, z, MDPL2)
+    for mf, mc in zip(m_fof, m200c, strict=True):
+        # equal number densities above the two masses: the map's definition (grid of 0.01
+        # dex and trapezoids; quadrature here): 1% in abundance ~ 0.003 dex in mass at 1e14
+        assert _cumulative(mc, "200c", "tinker08", z) == pytest.approx(
+            _cumulative(mf, "fof", "watson13", z), rel=0.01)
+    # FoF b = 0.2 groups reach ~80 times the mean density, far outside R200c: M200c < M_FoF
+    assert np.all(m200c < m_fof) and np.all(m200c > 0.5 * m_fof)
+    assert np.all(np.diff(fof_to_m200c(np.logspace(11, 15.5, 50), z, MDPL2)) > 0)
+    for bad, column in ((np.array([1e14, np.nan]), "m_fof"), (np.array([1e9]), "m_fof"),
+                        (np.array([-1e14]), "m_fof")):
+        with pytest.raises(InputError) as exc:
+            fof_to_m200c(bad, z, MDPL2)
+        assert exc.value.column == column
+    with pytest.raises(InputError) as exc:
+        fof_to_m200c(m_fof, -0.1, MDPL2)
+    assert exc.value.column == "redshift"
+
+
+def test_find_halos_fof_abundance_masses_keep_the_so_values():
+    rng = np.random.default_rng(3)
+    box, z, m200, mp = 60.0, 0.3, 1e14, 1e14 / 2000
+    halo, _ = _nfw(m200, 5.0, (30.0, 30.0, 30.0), mp, box, z, rng)
+    small, _ = _nfw(2e13, 5.0, (10.0, 10.0, 10.0), mp, box, z, rng)
+    pos = np.vstack([halo, small, rng.uniform(0, box, (20000, 3))])
+    vel = rng.normal(0.0, 300.0, pos.shape)
+    so, ph_so = find_halos(pos, vel, mp, box, z, MDPL2)
+    fa, ph_fa = find_halos(pos, vel, mp, box, z, MDPL2, mass_definition="fof-abundance")
+    assert set(fa) == set(HALO_TABLE_COLUMNS) and len(fa["id"]) == 2
+    assert np.array_equal(ph_so, ph_fa)  # same groups, same order (monotonic map)
+    assert np.allclose(fa["m200c"], fof_to_m200c(fa["m_fof"], z, MDPL2))
+    assert np.allclose(so_threshold_comoving(z, MDPL2) * 4 / 3 * np.pi * fa["r200c"] ** 3,
+                       fa["m200c"])
+    assert np.array_equal(fa["m200c_so"], so["m200c"]) and np.array_equal(so["m200c"],
+                                                                            so["m200c_so"])
+    with pytest.raises(InputError) as exc:
+        find_halos(pos, vel, mp, box, z, MDPL2, mass_definition="fof")
+    assert exc.value.column == "mass_definition"
+
+
+def test_jeans_satellites_inside_r200c_and_particles_beyond(snapshot):
+    from dynmass.universe.galaxies import populate
+
+    halos, pos, vel, particle_halo, _ = snapshot
+    g = paint_galaxies(halos, pos, vel, particle_halo, MP, BOX, Z, MDPL2, seed=4,
+                       satellites_inside="jeans")
+    # inside R200c: exactly the analytic engine's galaxies from the occupation stream
+    rng_occ = np.random.default_rng(np.random.SeedSequence(4).spawn(3)[0])
+    ref = populate({k: np.asarray(v) for k, v in halos.items()}, BOX, Z, MDPL2, rng_occ)
+    own = (g["host_id"] >= 0) & (g["particle_index"] < 0)
+    for c in ("x", "y", "z", "vx", "vy", "vz", "host_id", "is_central"):
+        assert np.array_equal(g[c][own], np.asarray(ref[c])), c
+    sat_in = own & ~g["is_central"]
+    x_in = g["r_host"][sat_in] / halos["r200c"][0]
+    assert x_in.max() <= 1.0 + 1e-6
+    # beyond R200c: on member particles at <N_sat> m_p / M200c per particle
+    out = (g["host_id"] >= 0) & (g["particle_index"] >= 0)
+    i = g["particle_index"][out]
+    assert np.array_equal(particle_halo[i], g["host_id"][out])
+    assert np.array_equal(g["vx"][out], vel[i, 0])
+    assert g["r_host"][out].min() >= halos["r200c"][0] * (1 - 1e-6)
+    mem = particle_halo >= 0
+    d = np.linalg.norm(np.mod(pos[mem] - np.stack([halos[c] for c in "xyz"], 1)[
+        particle_halo[mem]] + BOX / 2, BOX) - BOX / 2, axis=1) / halos["r200c"][0]
+    n_mean = _mean_occupation(halos["m200c"], Z, MDPL2, "leauthaud11", 9.5, -20.5, 0.2)[1]
+    expected = float((n_mean[0] * MP / halos["m200c"][0]) * ((d >= 1) & (d < 3)).sum())
+    assert abs(int(out.sum()) - expected) < 4 * np.sqrt(expected)  # Poisson, 4 sigma
+    with pytest.raises(InputError) as exc:
+        paint_galaxies(halos, pos, vel, particle_halo, MP, BOX, Z, MDPL2,
+                       satellites_inside="nfw")
+    assert exc.value.column == "satellites_inside"

@@ -295,9 +295,10 @@ def _stub_modules(monkeypatch, seen):
     import types
 
     def find_halos(pos, vel, particle_mass, box_size, redshift, cosmology,
-                   linking_length=0.2, min_particles=20):
+                   linking_length=0.2, min_particles=20, mass_definition="so"):
         seen["find_halos"] = dict(n=len(pos), particle_mass=particle_mass, box=box_size,
-                                  linking_length=linking_length, min_particles=min_particles)
+                                  linking_length=linking_length, min_particles=min_particles,
+                                  mass_definition=mass_definition)
         halos = {"id": np.array([0, 1]), "x": pos[:2, 0].astype(float),
                  "y": pos[:2, 1].astype(float), "z": pos[:2, 2].astype(float),
                  "vx": vel[:2, 0].astype(float), "vy": vel[:2, 1].astype(float),
@@ -308,8 +309,10 @@ def _stub_modules(monkeypatch, seen):
         return halos, particle_halo
 
     def paint_galaxies(halos, pos, vel, particle_halo, particle_mass, box_size, redshift,
-                       cosmology, occupation="leauthaud11", mstar_min=9.5, seed=0):
-        seen["paint_galaxies"] = dict(occupation=occupation, mstar_min=mstar_min, seed=seed)
+                       cosmology, occupation="leauthaud11", mstar_min=9.5, seed=0,
+                       satellites_inside="particles"):
+        seen["paint_galaxies"] = dict(occupation=occupation, mstar_min=mstar_min, seed=seed,
+                                      satellites_inside=satellites_inside)
         return {"x": halos["x"], "y": halos["y"], "z": halos["z"], "vx": halos["vx"],
                 "vy": halos["vy"], "vz": halos["vz"], "host_id": halos["id"],
                 "is_central": np.array([True, True]), "log10_mstar": np.array([11.0, 10.5])}
@@ -317,6 +320,7 @@ def _stub_modules(monkeypatch, seen):
     for name, fn in (("nbody_halos", find_halos), ("nbody_galaxies", paint_galaxies)):
         mod = types.ModuleType(f"dynmass.universe.{name}")
         setattr(mod, fn.__name__, fn)
+        mod.SATELLITES_INSIDE = ("particles", "jeans")
         monkeypatch.setitem(sys.modules, f"dynmass.universe.{name}", mod)
 
 
@@ -334,13 +338,20 @@ def test_build_and_write_nbody_universe_with_stubs(tmp_path, monkeypatch):
                                 mstar_min=10.0)
     assert info["n_halos"] == 2 and info["checkpoint"] == str(out) + ".pm.npz"
     assert seen["find_halos"]["n"] == N**3 and seen["find_halos"]["min_particles"] == 20
-    assert seen["paint_galaxies"] == {"occupation": "leauthaud11", "mstar_min": 10.0, "seed": 4}
+    assert seen["find_halos"]["mass_definition"] == "fof-abundance"
+    assert seen["paint_galaxies"] == {"occupation": "leauthaud11", "mstar_min": 10.0, "seed": 4,
+                                      "satellites_inside": "jeans"}
     cat = read_catalog(out)
     st = cat.settings
     assert st["engine"] == "nbody" and st["n_side"] == N and st["n_steps"] == 3
     assert st["force_resolution"] == pytest.approx(BOX / (2 * N))
     assert st["pm"]["particle_mass"] == pytest.approx(st["particle_mass"])
     assert cat.seed == 4 and "n_particles" in cat.halos and "log10_mstar" in cat.galaxies
+    assert st["halo_finder"]["halo_mass"] == "fof-abundance"
+    assert st["satellites_inside"] == "jeans"
+    # complete above 200 particles, mapped to M200c; xi of the particles on the check's bins
+    assert 0.5 * 200 * st["particle_mass"] < st["mass_function_limit"] < 200 * st["particle_mass"]
+    assert len(st["xi_matter"]["xi"]) == 6 and st["xi_matter"]["r_edges"][0] == 10.0
 
 
 def _cli(argv):
@@ -360,9 +371,11 @@ def test_cli_refuses_analytic_options_with_nbody(tmp_path, capsys, opt):
     assert not (tmp_path / "u.h5").exists()
 
 
-def test_cli_refuses_nbody_options_with_analytic(tmp_path, capsys):
-    rc = _cli(["universe", "-o", str(tmp_path / "u.h5"), "--particles", "64"])
-    assert rc != 0 and "--particles" in capsys.readouterr().err
+@pytest.mark.parametrize("opt", [["--particles", "64"], ["--halo-mass", "so"],
+                                 ["--satellites-inside", "particles"]])
+def test_cli_refuses_nbody_options_with_analytic(tmp_path, capsys, opt):
+    rc = _cli(["universe", "-o", str(tmp_path / "u.h5"), *opt])
+    assert rc != 0 and opt[0] in capsys.readouterr().err
 
 
 def test_cli_nbody_runs_with_stubs(tmp_path, capsys, monkeypatch):
@@ -370,8 +383,11 @@ def test_cli_nbody_runs_with_stubs(tmp_path, capsys, monkeypatch):
     _stub_modules(monkeypatch, seen)
     out = tmp_path / "u.h5"
     rc = _cli(["universe", "-o", str(out), "--engine", "nbody", "--box", "200", "--particles",
-               "32", "--pm-steps", "3", "--mesh-factor", "2", "--seed", "2"])
+               "32", "--pm-steps", "3", "--mesh-factor", "2", "--seed", "2", "--halo-mass",
+               "so", "--satellites-inside", "particles"])
     assert rc == 0
+    assert seen["find_halos"]["mass_definition"] == "so"
+    assert seen["paint_galaxies"]["satellites_inside"] == "particles"
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["engine"] == "nbody" and summary["n_halos"] == 2
     assert (tmp_path / "u.h5.pm.npz").exists() and out.exists()

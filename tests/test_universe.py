@@ -348,3 +348,27 @@ def test_check_catalog_in_memory(small_universe):
     res = check_catalog(small_universe, thresholds_log10_msunh=(12.0,))
     assert set(res) >= {"passed", "summary", "figures", "details"}
     assert res["summary"]["n_halos"] == small_universe.n_halos
+
+
+def test_clustering_reference_is_the_catalogs_own_matter_xi_when_it_has_one():
+    """N-body catalogs carry the particles' xi (settings["xi_matter"]): the halo bias is judged
+    against it; halos clustered like b^2 xi_lin pass against xi_lin and, against a matter xi
+    of half that, read twice the amplitude and fail."""
+    cat = clustering_universe_at(1)
+    base = check_clustering(cat, thresholds_log10_msunh=(13.0,))
+    assert base["reference"] == "linear theory"
+    r_edges = base["r_edges"]
+    own = {"r_edges": list(r_edges), "xi": list(0.5 * base["samples"]["13"]["xi_model"]
+                                              / base["samples"]["13"]["b_eff"] ** 2)}
+    res = check_clustering(replace(cat, settings={**cat.settings, "xi_matter": own}),
+                           thresholds_log10_msunh=(13.0,))
+    smp = res["samples"]["13"]
+    assert res["reference"] == "simulation matter"
+    assert np.allclose(smp["xi_model"], smp["b_eff"] ** 2 * np.asarray(own["xi"]))
+    assert smp["amplitude"] == pytest.approx(2 * base["samples"]["13"]["amplitude"], rel=1e-9)
+    assert base["passed"] and not res["passed"]
+    # bins that do not match the check's are not used
+    other = {"r_edges": list(np.asarray(r_edges) * 1.1), "xi": own["xi"]}
+    res = check_clustering(replace(cat, settings={**cat.settings, "xi_matter": other}),
+                           thresholds_log10_msunh=(13.0,))
+    assert res["reference"] == "linear theory"

@@ -22,7 +22,8 @@ _ANALYTIC_ONLY = {"min_mass": "--min-mass", "max_mass": "--max-mass", "grid": "-
                   "no_unresolved_velocities": "--no-unresolved-velocities",
                   "outskirts": "--outskirts"}
 _NBODY_ONLY = {"particles": "--particles", "pm_steps": "--pm-steps",
-               "mesh_factor": "--mesh-factor"}
+               "mesh_factor": "--mesh-factor", "halo_mass": "--halo-mass",
+               "satellites_inside": "--satellites-inside"}
 
 
 class _Explicit(argparse.Action):
@@ -79,6 +80,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     nb.add_argument("--mesh-factor", type=int, choices=(1, 2), default=2, action=_Explicit,
                     help="PM mesh cells per particle spacing (default 2; force resolution "
                     "box / (mesh-factor * particles))")
+    nb.add_argument("--halo-mass", choices=("fof-abundance", "so"), default="fof-abundance",
+                    action=_Explicit,
+                    help="M200c of the halos: fof-abundance (default; the FoF mass mapped to "
+                    "M200c by matched abundance of the Watson+13 FoF and Tinker+08 mass "
+                    "functions) or so (spherical overdensity on the particles: 0.3-0.6 dex low "
+                    "while the PM mesh does not resolve halo cores)")
+    nb.add_argument("--satellites-inside", choices=("jeans", "particles"), default="jeans",
+                    action=_Explicit,
+                    help="satellites inside R200c: jeans (default; NFW profile with Jeans "
+                    "velocities, as the PM halos are too cold inside) or particles (on the "
+                    "halo's particles); beyond R200c galaxies sit on particles either way")
     g = p.add_argument_group("mock universe")
     g.add_argument("--min-mass", type=float, default=10**11.5, action=_Explicit,
                    help="lowest halo M200c, Msun/h (default 10^11.5)")
@@ -177,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
             redshift=DEFAULT_REDSHIFT if args.redshift is None else args.redshift,
             cosmology=cosmo, seed=args.seed, occupation=args.occupation,
             mstar_min=args.mstar_min, mesh_factor=args.mesh_factor, n_steps=args.pm_steps,
+            halo_mass=args.halo_mass, satellites_inside=args.satellites_inside,
         )
         summary = {"output": str(args.output), "engine": "nbody", "n_halos": info["n_halos"],
                    "n_galaxies": info["n_galaxies"], "checkpoint": info["checkpoint"]}

@@ -9,9 +9,13 @@ structure formation. Then:
 
 1. :func:`dynmass.universe.nbody_halos.find_halos`: friends-of-friends groups of the particles
    (linking length 0.2 of the mean separation, at least ``min_particles`` particles) with
-   M200c, R200c, centres and bulk velocities;
-2. :func:`dynmass.universe.nbody_galaxies.paint_galaxies`: galaxies of the occupation model
-   placed on halos and their particles.
+   centres and bulk velocities, and M200c from the FoF mass by matched abundance
+   (:mod:`dynmass.universe.nbody_masses`; the SO mass on the particles is kept as
+   ``m200c_so``, biased low because the PM run does not resolve halo cores);
+2. :func:`dynmass.universe.nbody_galaxies.paint_galaxies`: galaxies of the occupation model:
+   satellites inside R200c on an NFW profile with Jeans velocities (the PM halos are too cold
+   inside), those beyond R200c and the galaxies of unresolved halos on particles, so that the
+   infall regions, filaments and neighbours -- the interlopers -- come from the simulation.
 
 The catalog has the format of :func:`dynmass.catalog.write_catalog` (``dynmass observe`` and
 ``dynmass check`` read it unchanged), with ``settings["engine"] = "nbody"`` and the PM settings
@@ -50,6 +54,10 @@ log = logging.getLogger(__name__)
 
 #: Default particles per side of the nbody engine.
 DEFAULT_PARTICLES = 256
+#: FoF particles above which the PM halo mass function is complete: on the default run the
+#: FoF mass function is 0.75 of Watson et al. 2013 at 70-125 particles and 0.92-1.16 above
+#: 125 (``dynmass check`` compares the catalog with Tinker et al. 2008 above this limit).
+MASS_FUNCTION_PARTICLES = 200
 
 
 def run_pm(box_size: float, n_side: int, *, mesh_factor: int = 2, redshift: float = 0.117,
@@ -210,6 +218,55 @@ def _table(name: str, table: dict[str, Any], required: tuple[str, ...]) -> dict[
     return out
 
 
+def matter_correlation(pos: np.ndarray, box_size: float, *, n_points: int = 200_000,
+                       r_range: tuple[float, float] = (10.0, 40.0), n_bins: int = 6,
+                       seed: int = 0) -> dict[str, list[float]]:
+    """Matter correlation function of a particle snapshot on the clustering check's bins.
+
+    ``dynmass check`` judges the halo bias of an N-body catalog against the simulation's own
+    matter xi (:func:`dynmass.universe.validate.check_clustering`): a finite box lacks the
+    modes longer than the box, so xi at 10-40 Mpc/h falls below linear theory (0.81-0.85 at
+    10-25 Mpc/h, 0.46 at 35 Mpc/h in a 250 Mpc/h box, seed 1).
+
+    Parameters
+    ----------
+    pos : numpy.ndarray
+        (N, 3) particle positions, comoving Mpc/h.
+    box_size : float
+        Periodic box side, comoving Mpc/h.
+    n_points : int
+        Particles drawn (seeded, without replacement) for the pair counts.
+    r_range : (float, float)
+        Separation range, comoving Mpc/h (the check's default 10-40).
+    n_bins : int
+        Logarithmic bins (the check's default 6).
+    seed : int
+        Seed of the subsample.
+
+    Returns
+    -------
+    dict
+        ``r_edges`` (comoving Mpc/h), ``xi`` and ``xi_err`` (lists of floats), ``n_points``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pos = np.random.default_rng(0).uniform(0, 100.0, (20000, 3))
+    >>> xi = matter_correlation(pos, 100.0, n_points=5000)
+    >>> bool(np.all(np.abs(xi["xi"]) < 5 * np.array(xi["xi_err"]) + 0.01))
+    True
+    """
+    from dynmass.universe.validate import halo_correlation
+
+    p = np.asarray(pos)
+    n = min(int(n_points), p.shape[0])
+    idx = np.sort(np.random.default_rng(seed).choice(p.shape[0], n, replace=False))
+    r_edges = np.logspace(np.log10(r_range[0]), np.log10(r_range[1]), n_bins + 1)
+    xi, err = halo_correlation(np.mod(p[idx].astype(np.float64), box_size), box_size, r_edges)
+    return {"r_edges": r_edges.tolist(), "xi": np.asarray(xi).tolist(),
+            "xi_err": np.asarray(err).tolist(), "n_points": n}
+
+
 def build_nbody_universe(
     box_size: float,
     n_side: int = DEFAULT_PARTICLES,
@@ -225,6 +282,8 @@ def build_nbody_universe(
     n_steps: int = 30,
     linking_length: float = 0.2,
     min_particles: int = 20,
+    halo_mass: str = "fof-abundance",
+    satellites_inside: str = "jeans",
 ) -> Catalog:
     """Build a universe from a particle-mesh N-body run: FoF halos and painted galaxies.
 
@@ -257,6 +316,16 @@ def build_nbody_universe(
         Friends-of-friends linking length in units of the mean particle separation.
     min_particles : int
         Fewest particles of a halo (default 20).
+    halo_mass : str
+        ``"fof-abundance"`` (default): M200c from the FoF mass by matched abundance
+        (:mod:`dynmass.universe.nbody_masses`; the PM cores are unresolved, so the SO mass on
+        the particles is 0.3-0.6 dex low); ``"so"``: the SO mass on the particles.
+    satellites_inside : str
+        ``"jeans"`` (default): satellites inside R200c from the occupation model's NFW
+        profile with Jeans velocities (the PM halos' inner velocity dispersions are too low,
+        0.84 of Evrard et al. 2008 at 10^14 Msun/h on the default run); ``"particles"``: on
+        the halo's particles. Beyond R200c galaxies sit on particles either way
+        (:func:`dynmass.universe.nbody_galaxies.paint_galaxies`).
 
     Returns
     -------
@@ -291,6 +360,15 @@ def build_nbody_universe(
     if not (0 < linking_length < 1):
         raise InputError(f"setting linking_length={linking_length!r} must lie in (0, 1)",
                          column="linking_length")
+    from dynmass.universe.nbody_galaxies import SATELLITES_INSIDE
+    from dynmass.universe.nbody_masses import HALO_MASS_DEFINITIONS
+
+    if halo_mass not in HALO_MASS_DEFINITIONS:
+        raise InputError(f"setting halo_mass={halo_mass!r} is not one of "
+                         f"{list(HALO_MASS_DEFINITIONS)}", column="halo_mass")
+    if satellites_inside not in SATELLITES_INSIDE:
+        raise InputError(f"setting satellites_inside={satellites_inside!r} is not one of "
+                         f"{list(SATELLITES_INSIDE)}", column="satellites_inside")
     if int(min_particles) < 2:
         raise InputError(f"setting min_particles={min_particles!r} must be >= 2",
                          column="min_particles")
@@ -307,12 +385,19 @@ def build_nbody_universe(
              s["n_mesh"], pm.particle_mass)
     halos, particle_halo = find_halos(pm.pos, pm.vel, pm.particle_mass, box, z, cosmo,
                                       linking_length=linking_length,
-                                      min_particles=int(min_particles))
-    paint_kw: dict[str, Any] = dict(occupation=occupation, mstar_min=mstar_min, seed=s["seed"])
+                                      min_particles=int(min_particles),
+                                      mass_definition=halo_mass)
+    paint_kw: dict[str, Any] = dict(occupation=occupation, mstar_min=mstar_min, seed=s["seed"],
+                                    satellites_inside=satellites_inside)
     if "min_particles" in inspect.signature(paint_galaxies).parameters:
         paint_kw["min_particles"] = int(min_particles)  # the painter's resolution limit
     galaxies = paint_galaxies(halos, pm.pos, pm.vel, particle_halo, pm.particle_mass, box, z,
                               cosmo, **paint_kw)
+    from dynmass.universe.nbody_masses import fof_to_m200c
+
+    n_complete = MASS_FUNCTION_PARTICLES * pm.particle_mass
+    mf_limit = fof_to_m200c(n_complete, z, cosmo) if halo_mass == "fof-abundance" \
+        else n_complete
     gal_required = GALAXY_COLUMNS + (("log10_mstar",) if occupation == "leauthaud11" else ())
     settings = {
         "engine": "nbody",
@@ -324,8 +409,11 @@ def build_nbody_universe(
         "n_steps": int(s["n_steps"]), "particle_mass": float(pm.particle_mass),
         "force_resolution": float(s["force_resolution"]),
         "min_mass": float(min_particles) * float(pm.particle_mass),
+        "mass_function_limit": float(mf_limit),
+        "xi_matter": matter_correlation(pm.pos, box, seed=int(s["seed"])),
         "halo_finder": {"method": "friends-of-friends", "linking_length": float(linking_length),
-                        "min_particles": int(min_particles)},
+                        "min_particles": int(min_particles), "halo_mass": halo_mass},
+        "satellites_inside": satellites_inside,
         "pm": s,
     }
     cat = Catalog(halos=_table("halos", halos, HALO_COLUMNS),

@@ -91,10 +91,12 @@ from dynmass.universe.occupation import (
     zheng07_mean_occupation,
 )
 
-__all__ = ["M_UNRESOLVED_MIN", "paint_galaxies", "unresolved_occupation"]
+__all__ = ["M_UNRESOLVED_MIN", "SATELLITES_INSIDE", "paint_galaxies", "unresolved_occupation"]
 
 log = logging.getLogger(__name__)
 
+#: Sources of the satellites inside R200c of resolved halos (see :func:`paint_galaxies`).
+SATELLITES_INSIDE: tuple[str, ...] = ("particles", "jeans")
 #: Lower end of the unresolved-halo integral, Msun/h (both occupation models are ~0 below).
 M_UNRESOLVED_MIN = 1e9
 
@@ -240,6 +242,7 @@ def paint_galaxies(
     min_particles: int = 20,
     zheng07_threshold: float = ZHENG07_DEFAULT_THRESHOLD,
     smhm_scatter_dex: float = 0.2,
+    satellites_inside: str = "particles",
 ) -> dict[str, np.ndarray]:
     """Galaxies of resolved halos on their particles and of unresolved halos on field particles.
 
@@ -283,6 +286,13 @@ def paint_galaxies(
         r-band threshold of ``zheng07``, M_r - 5 log10 h.
     smhm_scatter_dex : float
         Central stellar-mass scatter of ``leauthaud11``, dex.
+    satellites_inside : str
+        Where the satellites inside R200c of resolved halos come from: ``"particles"``
+        (default; on the halo's particles, with their velocities) or ``"jeans"`` (the
+        occupation model's NFW positions and isotropic Jeans velocities about the halo's
+        centre and velocity, as in the analytic engine; for halos whose cores the PM run does
+        not resolve). Either way the satellites beyond R200c sit on particles: in ``"jeans"``
+        at the halo's mean rate per unit mass, <N_sat> m_particle / M200c per member particle.
 
     Returns
     -------
@@ -310,6 +320,9 @@ def paint_galaxies(
                          column="min_particles")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed={seed!r} must be a non-negative integer", column="seed")
+    if satellites_inside not in SATELLITES_INSIDE:
+        raise InputError(f"satellites_inside={satellites_inside!r} is not one of "
+                         f"{list(SATELLITES_INSIDE)}", column="satellites_inside")
     rng_occ, rng_place, rng_field = (np.random.default_rng(s)
                                      for s in np.random.SeedSequence(seed).spawn(3))
     h = {k: np.asarray(halos[k]) for k in _HALO_KEYS}
@@ -326,8 +339,10 @@ def paint_galaxies(
         n_mean = _mean_occupation(h["m200c"], redshift, cosmology, occupation, mstar_min,
                                   thr, smhm_scatter_dex)[1]
         cen = g["is_central"]
-        centrals = {k: np.asarray(val)[cen] for k, val in g.items()}
-        centrals["particle_index"] = np.full(int(cen.sum()), -1, np.int64)
+        jeans = satellites_inside == "jeans"
+        keep = np.ones_like(cen) if jeans else cen  # jeans: the occupation's satellites stay
+        centrals = {k: np.asarray(val)[keep] for k, val in g.items()}
+        centrals["particle_index"] = np.full(int(keep.sum()), -1, np.int64)
         parts.append(centrals)
         row_of_id = np.argsort(h["id"])
         sat_row = row_of_id[np.searchsorted(h["id"], g["host_id"][~cen], sorter=row_of_id)]
@@ -345,7 +360,7 @@ def paint_galaxies(
         n_out = np.bincount(row[outer], minlength=n_h)
         no_inner = n_in == 0
         cand = inner | (no_inner[row])  # halos without members inside R200c: all members
-        want = np.bincount(sat_row, minlength=n_h)
+        want = np.bincount(sat_row, minlength=n_h) * (not jeans)
         pick, pick_row, n_short = _draw_in_groups(row[cand], want, rng_place)
         pick = np.flatnonzero(cand)[pick]
         n_nowhere = int((want[np.bincount(row, minlength=n_h) == 0]).sum())
@@ -357,11 +372,14 @@ def paint_galaxies(
         if n_nowhere and sat_ms is not None:  # keep the stellar masses of placed satellites
             sat_ms = sat_ms[np.isin(np.sort(sat_row), pick_row)]
         # ---- satellites beyond R200c: the inner rate per member particle
-        rate = np.where(no_inner, 0.0, n_mean / np.maximum(n_in, 1))
+        if jeans:  # galaxies per unit mass of the halo beyond R200c as inside it on average
+            rate = n_mean * mp / h["m200c"]
+        else:
+            rate = np.where(no_inner, 0.0, n_mean / np.maximum(n_in, 1))
         n_extra = rng_place.poisson(rate * n_out)
         ext, ext_row, _ = _draw_in_groups(row[outer], n_extra, rng_place)
         ext = np.flatnonzero(outer)[ext]
-        for idx, rows, ms in ((pick, pick_row, sat_ms), (ext, ext_row, None)):
+        for idx, rows, ms in ((pick, pick_row, sat_ms), (ext, ext_row, None))[jeans:]:
             part = _on_particles(p, v, mem[idx], h["id"][rows], False)
             part["r_host"] = r_mem[idx].astype(np.float32)
             if occupation == "leauthaud11":
@@ -369,8 +387,10 @@ def paint_galaxies(
                     h["m200c"][rows], redshift, cosmology, mstar_min, rng_place)
                 ).astype(np.float32)
             parts.append(part)
-        log.info("paint_galaxies: %d centrals, %d satellites inside R200c, %d beyond (to %g "
-                 "R200c) in %d halos", int(cen.sum()), pick.size, ext.size, r_max_r200c, n_h)
+        log.info("paint_galaxies: %d centrals, %d satellites inside R200c (%s), %d beyond (to "
+                 "%g R200c, on particles) in %d halos", int(cen.sum()),
+                 int((~cen).sum()) if jeans else pick.size,
+                 "NFW + Jeans" if jeans else "on particles", ext.size, r_max_r200c, n_h)
         field = np.flatnonzero(ph < 0)
         field = np.sort(np.concatenate([field, mem[x_mem >= r_max_r200c]]))
     else:

@@ -79,7 +79,8 @@ log = logging.getLogger(__name__)
 
 #: Columns of the halo table :func:`find_halos` returns.
 HALO_TABLE_COLUMNS: tuple[str, ...] = ("id", "x", "y", "z", "vx", "vy", "vz", "m200c", "r200c",
-                                       "n_particles", "m_fof", "n200", "sigma_v_3d")
+                                       "n_particles", "m_fof", "n200", "sigma_v_3d",
+                                       "m200c_so", "r200c_so")
 #: Neighbour rank of the density estimate that picks the centre.
 DENSITY_NEIGHBOURS = 16
 #: Fewest particles inside R200c for a defined SO mass.
@@ -173,6 +174,12 @@ def fof_labels(pos: np.ndarray, box_size: float, linking_length: float, *,
         one per million particles, at most ``box_size / (2 linking_length)``.
     workers : int
         Threads of the tree queries (-1: all cores).
+    mass_definition : str
+        ``"so"`` (default): ``m200c``/``r200c`` are the spherical-overdensity values;
+        ``"fof-abundance"``: ``m200c`` is the FoF mass mapped by matched abundance
+        (:func:`dynmass.universe.nbody_masses.fof_to_m200c`, for particle-mesh runs whose
+        cores are unresolved) and ``r200c`` its radius at 200 rho_c(z). The SO values are kept
+        in ``m200c_so``/``r200c_so`` either way.
 
     Returns
     -------
@@ -345,6 +352,7 @@ def find_halos(
     min_particles: int = 20,
     n_slabs: int | None = None,
     workers: int = -1,
+    mass_definition: str = "so",
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Friends-of-friends halos with M200c/R200c by spherical overdensity (module docstring).
 
@@ -370,6 +378,12 @@ def find_halos(
         Slabs of the FoF pair search (:func:`fof_labels`; 1 = all pairs at once).
     workers : int
         Threads of the tree queries (-1: all cores).
+    mass_definition : str
+        ``"so"`` (default): ``m200c``/``r200c`` are the spherical-overdensity values;
+        ``"fof-abundance"``: ``m200c`` is the FoF mass mapped by matched abundance
+        (:func:`dynmass.universe.nbody_masses.fof_to_m200c`, for particle-mesh runs whose
+        cores are unresolved) and ``r200c`` its radius at 200 rho_c(z). The SO values are kept
+        in ``m200c_so``/``r200c_so`` either way.
 
     Returns
     -------
@@ -377,7 +391,8 @@ def find_halos(
         :data:`HALO_TABLE_COLUMNS`, sorted by descending ``m200c``, ``id`` = row = 0..n-1:
         ``x, y, z`` the centre (densest particle, comoving Mpc/h), ``vx, vy, vz`` (km/s, core
         mean), ``m200c`` (Msun/h), ``r200c`` (comoving Mpc/h), ``n_particles`` (FoF members),
-        ``m_fof`` (Msun/h), ``n200`` (particles inside R200c), ``sigma_v_3d`` (km/s).
+        ``m_fof`` (Msun/h), ``n200`` (particles inside the SO R200c), ``sigma_v_3d`` (km/s,
+        particles inside the SO R200c), ``m200c_so`` (Msun/h), ``r200c_so`` (comoving Mpc/h).
     particle_halo : numpy.ndarray
         (N,) int64: the row in ``halos`` of each particle's FoF group, -1 for particles in no
         halo (groups below ``min_particles`` or without an SO mass).
@@ -397,6 +412,11 @@ def find_halos(
             or min_particles < 2:
         raise InputError(f"min_particles={min_particles!r} must be an integer >= 2",
                          column="min_particles")
+    from dynmass.universe.nbody_masses import HALO_MASS_DEFINITIONS, fof_to_m200c
+
+    if mass_definition not in HALO_MASS_DEFINITIONS:
+        raise InputError(f"mass_definition={mass_definition!r} is not one of "
+                         f"{list(HALO_MASS_DEFINITIONS)}", column="mass_definition")
     n = p.shape[0]
     particle_halo = np.full(n, -1, np.int64)
     empty = {c: np.zeros(0) for c in HALO_TABLE_COLUMNS}
@@ -436,17 +456,22 @@ def find_halos(
     if n_drop:
         log.info("find_halos: %d of %d FoF groups dropped (fewer than %d particles inside "
                  "R200c: no SO mass)", n_drop, big.size, MIN_SO_PARTICLES)
+    so_cat["m200c_so"], so_cat["r200c_so"] = so_cat["m200c"], so_cat["r200c"]
+    if mass_definition == "fof-abundance":
+        so_cat["m200c"] = fof_to_m200c(n_fof * mp, redshift, cosmology)
+        so_cat["r200c"] = (3.0 * so_cat["m200c"] / (4.0 * np.pi * threshold)) ** (1.0 / 3.0)
     rows = np.flatnonzero(keep)
     rows = rows[np.argsort(-so_cat["m200c"][rows], kind="stable")]
     halos: dict[str, np.ndarray] = {"id": np.arange(rows.size, dtype=np.int64)}
     for k, col in enumerate("xyz"):
         halos[col] = centres[rows, k]
-    for col in ("vx", "vy", "vz", "m200c", "r200c"):
+    for col in ("vx", "vy", "vz", "m200c", "r200c", "m200c_so", "r200c_so"):
         halos[col] = so_cat[col][rows]
     halos["n_particles"] = n_fof[rows].astype(np.int64)
     halos["m_fof"] = n_fof[rows] * mp
     halos["n200"] = so_cat["n200"][rows]
     halos["sigma_v_3d"] = so_cat["sigma_v_3d"][rows]
+    halos = {c: halos[c] for c in HALO_TABLE_COLUMNS}
     row_of_group = np.full(big.size, -1, np.int64)
     row_of_group[rows] = np.arange(rows.size)
     particle_halo[members] = row_of_group[group[members]]
