@@ -16,6 +16,10 @@ engine to this script. For every (model, training engine, test engine), over vie
 * the Spearman correlation of ``p50 - true`` with the number of galaxies in the view at fixed
   true mass (within each 0.25-dex bin, then averaged with the bins' view counts as weights).
 
+With ``--universe ENGINE=CATALOG.h5`` also the infall of each engine: the mean radial peculiar
+velocity of galaxies beyond R200c around hosts above 10^14 Msun/h against r / R200c, and the
+turnaround radius (:func:`dynmass.universe.validate_outskirts.radial_velocity_profile`).
+
 Writes ``cross_universe.json``, ``cross_universe.md`` and ``cross_universe.png`` into ``-o``.
 
 Usage::
@@ -87,7 +91,30 @@ def scores(q: np.ndarray, true: np.ndarray, n_gal: np.ndarray) -> dict:
     }
 
 
-def run(models: dict[str, Path], tests: dict[str, Path], out: Path) -> dict:
+def infall(universes: dict[str, Path], min_mass: float = 1e14) -> dict:
+    """Mean radial velocity of galaxies beyond R200c around hosts >= ``min_mass`` per engine."""
+    from dynmass.catalog import read_catalog
+    from dynmass.universe.validate_outskirts import (
+        R_OVER_R200_SHELLS,
+        radial_velocity_profile,
+        turnaround_radius,
+    )
+
+    out = {}
+    for name, path in universes.items():
+        cat = read_catalog(path)
+        p = radial_velocity_profile(cat, R_OVER_R200_SHELLS, min_mass=min_mass, in_r200=True,
+                                    galaxies="outside_r200")
+        out[name] = {"universe": str(path), "n_hosts": int(p["n_hosts"]),
+                     "r_over_r200c": [float(x) for x in 0.5 * (R_OVER_R200_SHELLS[1:]
+                                                               + R_OVER_R200_SHELLS[:-1])],
+                     "mean_vr_kms": [float(x) for x in p["mean_vr_kms"]],
+                     "turnaround_r200c": float(turnaround_radius(p))}
+    return out
+
+
+def run(models: dict[str, Path], tests: dict[str, Path], out: Path,
+        universes: dict[str, Path] | None = None) -> dict:
     """Score every model on every test universe; write the JSON, table and figure."""
     from dynmass.bundle import load_bundle
     from dynmass.observations import read_observations
@@ -95,7 +122,8 @@ def run(models: dict[str, Path], tests: dict[str, Path], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {"models": {k: str(v) for k, v in models.items()},
                     "tests": {k: str(v) for k, v in tests.items()}, "edges": EDGES.tolist(),
-                    "min_galaxies": MIN_GAL, "scores": {}}
+                    "min_galaxies": MIN_GAL, "scores": {},
+                    "infall": infall(universes) if universes else {}}
     views = {}
     for name, path in tests.items():
         obs = read_observations(path)
@@ -131,10 +159,10 @@ def table(result: dict) -> str:
     """Markdown: one matrix per model (rows: training engine, columns: test engine)."""
     tests = list(result["tests"])
     kinds = list(dict.fromkeys(_split(k)[1] for k in result["models"]))
-    lines = ["Median p50 - true over 10^13.5-10^15 Msun/h (worst 0.25-dex bin) / scatter (std "
-             "over 10^14-10^15; over 10^13.5-10^15 in brackets) / 68% and 95% coverage (%) / "
-             "rho: residual vs galaxies per view at fixed true mass. Views with >= 10 galaxies."
-             "\n"]
+    lines = ["Median p50 - true over 10^13.5-10^15 Msun/h (worst 0.25-dex bin; over 10^14-10^15)"
+             " / scatter (std over 10^14-10^15; over 10^13.5-10^15 in brackets) / 68% and 95% "
+             "coverage (%) / rho: residual vs galaxies per view at fixed true mass. Views with "
+             ">= 10 galaxies.\n"]
     for kind in kinds:
         lines += [f"\n**{kind}** (rows: trained on; columns: tested on)\n",
                   "| trained on | " + " | ".join(tests) + " |", "|---|" + "---|" * len(tests)]
@@ -145,10 +173,22 @@ def table(result: dict) -> str:
             cells = []
             for t in tests:
                 s = result["scores"][f"{key}->{t}"]
-                cells.append(f"{s['median']:+.3f} ({rz._f(s['worst_bin_median'])}) / "
-                             f"{s['std_14_15']:.3f} ({s['std']:.3f}) / {100 * s['cov68']:.0f}/"
-                             f"{100 * s['cov95']:.0f} / rho {s['rho_n_gal']:+.2f}")
+                cells.append(f"{s['median']:+.3f} ({rz._f(s['worst_bin_median'])}; "
+                             f"{s['median_14_15']:+.3f}) / {s['std_14_15']:.3f} ({s['std']:.3f})"
+                             f" / {100 * s['cov68']:.0f}/{100 * s['cov95']:.0f} / rho "
+                             f"{s['rho_n_gal']:+.2f}")
             lines.append(f"| {engine} | " + " | ".join(cells) + " |")
+    if result.get("infall"):
+        inf = result["infall"]
+        x = next(iter(inf.values()))["r_over_r200c"]
+        cols = [i for i, xx in enumerate(x) if xx in (1.25, 1.75, 2.25, 3.25, 4.25, 6.25)]
+        lines += ["\n**Infall** around hosts above 10^14 Msun/h: mean radial peculiar velocity "
+                  "(km/s) of galaxies beyond R200c at r / R200c\n",
+                  "| engine | hosts | " + " | ".join(f"{x[i]:g}" for i in cols)
+                  + " | turnaround (R200c) |", "|---|---|" + "---|" * (len(cols) + 1)]
+        for name, p in inf.items():
+            lines.append(f"| {name} | {p['n_hosts']} | " + " | ".join(
+                f"{p['mean_vr_kms'][i]:.0f}" for i in cols) + f" | {p['turnaround_r200c']:.2f} |")
     v = result["test_views"]
     lines.append("\nTest views scored (median galaxies per view at 10^14-10^15): " + ", ".join(
         f"{t} {v[t]['n_scored']} ({v[t]['median_n_gal_14_15']:.0f})" for t in tests) + ".\n")
@@ -165,7 +205,8 @@ def figure(result: dict, path: Path) -> None:
     tests = list(result["tests"])
     kinds = list(dict.fromkeys(_split(k)[1] for k in result["models"]))
     engines = list(dict.fromkeys(_split(k)[0] for k in result["models"]))
-    fig, axes = plt.subplots(2, len(kinds), figsize=(4.6 * len(kinds), 8.4), squeeze=False)
+    ncol = len(kinds) + bool(result.get("infall"))
+    fig, axes = plt.subplots(2, ncol, figsize=(4.6 * ncol, 8.4), squeeze=False)
     colours = {t: f"C{i}" for i, t in enumerate(tests)}
     styles = ["-", "--", ":", "-."]
     for j, kind in enumerate(kinds):
@@ -178,8 +219,9 @@ def figure(result: dict, path: Path) -> None:
                     mat[i, k] = s["std_14_15"]
                     ax.text(k, i, f"{s['std_14_15']:.3f}\n{s['median']:+.3f}\n"
                             f"{100 * s['cov68']:.0f}/{100 * s['cov95']:.0f}%", ha="center",
-                            va="center", fontsize=8)
-        im = ax.imshow(mat, cmap="viridis_r", vmin=0.05, vmax=0.35)
+                            va="center", fontsize=8,
+                            color="w" if s["std_14_15"] > 0.22 else "k")
+        im = ax.imshow(mat, cmap="viridis_r", vmin=0.05, vmax=0.5)
         ax.set_xticks(range(len(tests)), tests)
         ax.set_yticks(range(len(engines)), engines)
         ax.set(xlabel="tested on", ylabel="trained on",
@@ -200,6 +242,18 @@ def figure(result: dict, path: Path) -> None:
                title=f"{kind}: bias (colour: tested on; line: trained on)")
         bx.grid(alpha=0.3)
         bx.legend(fontsize=6, ncol=2)
+    if result.get("infall"):
+        ax = axes[0, -1]
+        for name, p in result["infall"].items():
+            ax.plot(p["r_over_r200c"], p["mean_vr_kms"], "o-", ms=3,
+                    label=f"{name} ({p['n_hosts']} hosts; turnaround "
+                    f"{p['turnaround_r200c']:.1f} R200c)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="r / R200c", ylabel="mean radial peculiar velocity [km/s]",
+               title="infall: hosts > 10^14, galaxies beyond R200c")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        axes[1, -1].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -221,9 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="ENGINE:MODEL=BUNDLE.h5 (trained on ENGINE)")
     p.add_argument("--test", action="append", required=True,
                    help="ENGINE=OBSERVATIONS.h5 (an independent universe of ENGINE)")
+    p.add_argument("--universe", action="append", default=[],
+                   help="ENGINE=CATALOG.h5: infall profile of the engine (optional)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     a = p.parse_args(argv)
-    run(_pairs(a.model), _pairs(a.test), a.output)
+    run(_pairs(a.model), _pairs(a.test), a.output, _pairs(a.universe))
     return 0
 
 

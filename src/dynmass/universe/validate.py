@@ -338,11 +338,13 @@ def _plot(out_dir: Path, hmf: dict, vel: dict, clu: dict, cat: Catalog,
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("r [Mpc/h]")
-    ax.set_ylabel(r"$\xi_{hh}(r)$  (lines: $b^2\xi_{lin}$)")
+    ax.set_ylabel(r"$\xi_{hh}(r)$  (lines: $b^2\xi_{lin}$)" if clu.get("reference") !=
+                  "simulation matter" else r"$\xi_{hh}(r)$  (lines: $b^2\xi_{mm}$ of the run)")
     ax.legend(fontsize=8)
     save(fig, "halo_clustering.png")
     if outskirts is not None:
-        label = "outskirts on" if cat.settings.get("outskirts", False) else "outskirts off"
+        label = ("nbody engine" if cat.settings.get("engine") == "nbody" else
+                 "outskirts on" if cat.settings.get("outskirts", False) else "outskirts off")
         save(plot_outskirts(outskirts, label), "outskirts.png")
     return files
 
