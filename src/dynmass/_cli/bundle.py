@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "estimate), the observe settings, the training domain, and the Neyman belt that turns "
         "a prediction into an interval. The belt is calibrated on --calibrate-on views of "
         "independent universes predicted by the fold ensemble, else on the run's held-out "
-        "views. --coverage checks the 68%% and 95%% interval coverage by cross-fitting; "
+        "views. --coverage checks the 68% and 95% interval coverage by cross-fitting; "
         "--test-on checks it on views of further independent universes.",
     )
     p.add_argument("run_dir", type=Path, help="training run folder (from `dynmass train`)")

@@ -13,11 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "coverage",
         help="check a model bundle's 68%%/95%% intervals on views of independent mock universes",
         description="Predicts every view of the OBS files exactly as `dynmass predict` does "
-        "(fold-ensemble mean, the bundle's Neyman belt) and reports how often the 68%% and "
-        "95%% intervals contain the true mass, overall and per 0.2 dex bin of true and of "
+        "(fold-ensemble mean, the bundle's Neyman belt) and reports how often the 68% and "
+        "95% intervals contain the true mass, overall and per 0.2 dex bin of true and of "
         "predicted mass, with host-bootstrap errors. The views must be observed like the "
         "bundle's training views and come from universes it was neither trained nor "
-        "calibrated on. Exit status 1 when a judged bin misses 68%% +/- 3%% or 95%% +/- 2%%.",
+        "calibrated on. Exit status 1 when a judged bin misses 68% +/- 3% or 95% +/- 2%.",
     )
     p.add_argument("bundle", type=Path, help="model bundle (dynmass bundle)")
     p.add_argument("observations", type=Path, nargs="+", help="observations files with true masses")

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Trains a conditional neural spline flow (zuko) on the bundle's fold-"
         "ensemble predictions of --calibrate-on views (independent universes, observed like "
         "the training views; views at other redshifts in the self-similar frame), then "
-        "evaluates its 68%%/95%% coverage per bin of true and predicted mass, SBC ranks and "
+        "evaluates its 68%/95% coverage per bin of true and predicted mass, SBC ranks and "
         "TARP on --test-on views, next to the bundle's Neyman belts on the same views. Writes "
         "OUTPUT.h5 (the flow), OUTPUT.json and OUTPUT.png.",
     )
