@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 
 .PHONY: install test test-fast demo bench lint lock calibrate-bounds clean default-model robustness \
 	model-z-calibration posterior-check default-model-files \
-	robustness-z-universes cross-universe
+	robustness-z-universes cross-universe nbody-report nbody-posterior
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -217,8 +217,34 @@ $(XU_DIR)/$(1)_$(2).h5: $(XU_DIR)/runs/$(1)_$(2)/predictions.csv
 endef
 $(foreach e,$(XU_ENGINES),$(foreach m,$(XU_MODELS),$(eval $(call XU_MODEL_RULES,$(e),$(m)))))
 
+# Every model of dynmass (learned and classical) on the N-body universe: trained with the same
+# 5 folds on the two N-body training universes of the cross-universe matrix and reported by
+# `dynmass evaluate` (scatter, bias per bin, catastrophic fraction, interval coverage, speed,
+# richness correlation at fixed mass; docs/nbody_report/).
+XU_REPORT_MODELS ?= msigma sdm cnn1d cnn2d deepset gapper_virial gapper_pme clip_virial clip_pme \
+	gapper_msigma caustic
+$(foreach m,$(filter-out $(XU_MODELS),$(XU_REPORT_MODELS)),$(eval $(call XU_MODEL_RULES,nbody,$(m))))
+
+nbody-report: $(foreach m,$(XU_REPORT_MODELS),$(XU_DIR)/runs/nbody_$(m)/predictions.csv)
+	$(BIN)/dynmass evaluate $(foreach m,$(XU_REPORT_MODELS),$(XU_DIR)/runs/nbody_$(m)) \
+		-o docs/nbody_report
+
+# A posterior under the sky's mass function, on the N-body universe: the flow of `dynmass
+# posterior` trained on the N-body CNN2D bundle's predictions of views drawn from the mass
+# function (every host from 10^13.5 Msun/h, three lines of sight; test universe of the matrix)
+# and checked on a fourth N-body universe observed the same way (build/nbody/posterior_nbody.*).
+XU_POSTERIOR_SEED ?= 4
+$(XU_DIR)/test_nbody_s$(XU_POSTERIOR_SEED).h5: $(XU_DIR)/universe_nbody_s$(XU_POSTERIOR_SEED).h5
+	$(BIN)/dynmass observe $< -o $@ --seed $(XU_POSTERIOR_SEED) $(XU_TEST_OBSERVE)
+
+nbody-posterior: $(XU_DIR)/nbody_cnn2d.h5 $(XU_DIR)/test_nbody.h5 \
+		$(XU_DIR)/test_nbody_s$(XU_POSTERIOR_SEED).h5
+	$(BIN)/dynmass posterior $< --calibrate-on $(XU_DIR)/test_nbody.h5 \
+		--test-on $(XU_DIR)/test_nbody_s$(XU_POSTERIOR_SEED).h5 -o build/nbody/posterior_nbody
+
 # keep the universes (the N-body runs are costly; make would delete them as intermediates)
-.SECONDARY: $(foreach e,$(XU_ENGINES),$(foreach s,$(XU_TRAIN_SEEDS) $(XU_TEST_SEED),\
+.SECONDARY: $(XU_DIR)/universe_nbody_s$(XU_POSTERIOR_SEED).h5 \
+	$(foreach e,$(XU_ENGINES),$(foreach s,$(XU_TRAIN_SEEDS) $(XU_TEST_SEED),\
 	$(XU_DIR)/universe_$(e)_s$(s).h5 $(XU_DIR)/obs_$(e)_s$(s).h5))
 
 cross-universe: $(foreach e,$(XU_ENGINES),$(XU_DIR)/test_$(e).h5 \
