@@ -217,7 +217,7 @@ def figure(result: dict, path: Path) -> None:
                 s = result["scores"].get(f"{e}:{kind}->{t}")
                 if s is not None:
                     mat[i, k] = s["std_14_15"]
-                    ax.text(k, i, f"{s['std_14_15']:.3f}\n{s['median']:+.3f}\n"
+                    ax.text(k, i, f"{s['std_14_15']:.3f}\n{s['median_14_15']:+.3f}\n"
                             f"{100 * s['cov68']:.0f}/{100 * s['cov95']:.0f}%", ha="center",
                             va="center", fontsize=8,
                             color="w" if s["std_14_15"] > 0.22 else "k")
@@ -225,7 +225,7 @@ def figure(result: dict, path: Path) -> None:
         ax.set_xticks(range(len(tests)), tests)
         ax.set_yticks(range(len(engines)), engines)
         ax.set(xlabel="tested on", ylabel="trained on",
-               title=f"{kind}: std 10^14-15 / bias / coverage")
+               title=f"{kind}: std, bias 10^14-15 / coverage")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         bx = axes[1, j]
         for i, e in enumerate(engines):
