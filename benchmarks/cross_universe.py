@@ -41,6 +41,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import robustness_z as rz  # noqa: E402
+from robustness import _pairs  # noqa: E402  (NAME=PATH options)
 
 EDGES = np.round(np.arange(13.5, 15.001, 0.25), 3)
 MIN_BIN_VIEWS = 20
@@ -259,16 +260,6 @@ def figure(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _pairs(items: list[str]) -> dict[str, Path]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected NAME=PATH, got {item!r}")
-        out[name] = Path(path)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", action="append", required=True,
@@ -279,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="ENGINE=CATALOG.h5: infall profile of the engine (optional)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     a = p.parse_args(argv)
-    run(_pairs(a.model), _pairs(a.test), a.output, _pairs(a.universe))
+    models = _pairs(a.model)
+    bad = [k for k in models if ":" not in k]
+    if bad:
+        p.error(f"--model needs ENGINE:MODEL=BUNDLE.h5, got {bad}")
+    run(models, _pairs(a.test), a.output, _pairs(a.universe))
     return 0
 
 

@@ -174,12 +174,6 @@ def fof_labels(pos: np.ndarray, box_size: float, linking_length: float, *,
         one per million particles, at most ``box_size / (2 linking_length)``.
     workers : int
         Threads of the tree queries (-1: all cores).
-    mass_definition : str
-        ``"so"`` (default): ``m200c``/``r200c`` are the spherical-overdensity values;
-        ``"fof-abundance"``: ``m200c`` is the FoF mass mapped by matched abundance
-        (:func:`dynmass.universe.nbody_masses.fof_to_m200c`, for particle-mesh runs whose
-        cores are unresolved) and ``r200c`` its radius at 200 rho_c(z). The SO values are kept
-        in ``m200c_so``/``r200c_so`` either way.
 
     Returns
     -------
