@@ -12,8 +12,10 @@ Method
   :func:`dynmass.universe.occupation.populate_zheng07` (``zheng07``) is called on the halo
   table, so centrals (Bernoulli / stellar-mass threshold), satellite numbers (Poisson with the
   model's mean) and stellar masses are exactly the analytic engine's. Centrals keep what these
-  give (the halo centre, the halo velocity); the satellites' NFW positions and Jeans velocities
-  are thrown away and each satellite moves onto a particle.
+  give (the halo centre, the halo velocity). With ``satellites_inside="jeans"`` (the nbody
+  engine's default, for halos whose cores the PM run does not resolve) the satellites keep
+  their NFW positions and Jeans velocities too; with ``"particles"`` they are thrown away and
+  each satellite moves onto a particle (next item).
 * **Satellites on particles**: a halo's candidate particles are its own FoF members within
   ``r_max_r200c`` R200c of its centre. The occupation-model satellites (the model's count is
   that within R200c) go to members inside R200c, chosen uniformly without replacement, so
@@ -341,9 +343,9 @@ def paint_galaxies(
         cen = g["is_central"]
         jeans = satellites_inside == "jeans"
         keep = np.ones_like(cen) if jeans else cen  # jeans: the occupation's satellites stay
-        centrals = {k: np.asarray(val)[keep] for k, val in g.items()}
-        centrals["particle_index"] = np.full(int(keep.sum()), -1, np.int64)
-        parts.append(centrals)
+        kept = {k: np.asarray(val)[keep] for k, val in g.items()}
+        kept["particle_index"] = np.full(int(keep.sum()), -1, np.int64)
+        parts.append(kept)
         row_of_id = np.argsort(h["id"])
         sat_row = row_of_id[np.searchsorted(h["id"], g["host_id"][~cen], sorter=row_of_id)]
         sat_ms = np.asarray(g["log10_mstar"])[~cen] if "log10_mstar" in g else None
