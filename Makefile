@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 
 .PHONY: install test test-fast demo bench lint lock calibrate-bounds clean default-model robustness \
 	model-z-calibration posterior-check default-model-files \
-	robustness-z-universes cross-universe nbody-report nbody-posterior
+	robustness-z-universes cross-universe nbody-report nbody-posterior infall-fit
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -256,6 +256,30 @@ cross-universe: $(foreach e,$(XU_ENGINES),$(XU_DIR)/test_$(e).h5 \
 		$(foreach e,$(XU_ENGINES),--test $(e)=$(XU_DIR)/test_$(e).h5) \
 		$(foreach e,$(XU_ENGINES),--universe $(e)=$(XU_DIR)/universe_$(e)_s$(XU_TEST_SEED).h5) \
 		-o docs/cross_universe
+
+# Infall of the outskirts engine measured on the N-body engine (dynmass.universe.infall): the
+# excess of the N-body mean radial velocity (and variance) of halos around hosts over the
+# default grid's, fitted in V200c / R200c units on the matrix's universes (seeds 1-3, both
+# engines, same z), then one fixed-point iteration on outskirts universes built with that fit;
+# writes src/dynmass/data/infall_nbody_fit.json and checks universes built with the final fit
+# against N-body (docs/infall_fit/: profiles of halos and galaxies, turnaround radii).
+INFALL_DIR ?= build/infall-fit
+INFALL_SEEDS ?= 1 2 3
+INFALL_NBODY = $(foreach s,$(INFALL_SEEDS),$(XU_DIR)/universe_nbody_s$(s).h5)
+INFALL_GRID = $(foreach s,$(INFALL_SEEDS),$(XU_DIR)/universe_default_s$(s).h5)
+INFALL_FIT = $(BIN)/python benchmarks/infall_fit.py --nbody $(INFALL_NBODY) --grid $(INFALL_GRID)
+
+infall-fit: $(INFALL_NBODY) $(INFALL_GRID)
+	rm -rf $(INFALL_DIR) && mkdir -p $(INFALL_DIR)/it0 $(INFALL_DIR)/it1
+	$(INFALL_FIT) --write-fit --out $(INFALL_DIR)/it0
+	for s in $(INFALL_SEEDS); do $(BIN)/dynmass universe --box $(XU_BOX) --seed $$s --outskirts \
+		-o $(INFALL_DIR)/it0/universe_outskirts_s$$s.h5 || exit 1; done
+	$(INFALL_FIT) --check $(foreach s,$(INFALL_SEEDS),$(INFALL_DIR)/it0/universe_outskirts_s$(s).h5) \
+		--iterate --write-fit --out $(INFALL_DIR)/it0
+	for s in $(INFALL_SEEDS); do $(BIN)/dynmass universe --box $(XU_BOX) --seed $$s --outskirts \
+		-o $(INFALL_DIR)/it1/universe_outskirts_s$$s.h5 || exit 1; done
+	$(INFALL_FIT) --check $(foreach s,$(INFALL_SEEDS),$(INFALL_DIR)/it1/universe_outskirts_s$(s).h5) \
+		--out docs/infall_fit
 
 # A normalizing-flow posterior p(log10 M200c | ensemble mean, N) of the shipped model, trained on
 # its calibration views and checked (coverage per bin, SBC, TARP) on its test views next to its

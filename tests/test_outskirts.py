@@ -17,12 +17,11 @@ import pytest
 from dynmass import InputError, read_catalog
 from dynmass.catalog import Catalog
 from dynmass.cli import main
-from dynmass.cosmology import MDPL2, hubble_h_units
+from dynmass.cosmology import MDPL2
 from dynmass.testing import Bound, StochasticCheck
 from dynmass.universe import build_universe, check_catalog
 from dynmass.universe.galaxies import concentration_200c, nfw_mass, populate
-from dynmass.universe.infall import HOST_MIN_MASS, InfallModel
-from dynmass.universe.massfunction import halo_bias, r200c_comoving
+from dynmass.universe.massfunction import r200c_comoving
 from dynmass.universe.outskirts import (
     R_MAX_R200C,
     OutskirtsModel,
@@ -130,8 +129,8 @@ def cluster_velocities(seed: int, outskirts: bool = True) -> dict[str, float]:
 STOCHASTIC = {
     "universe": StochasticCheck(
         run=universe_stats, seed=0, n_seeds=10,
-        bounds={"step": Bound(0.9, 1.5), "infall_1.5-3": Bound(None, -1.5),
-                "infall_6-9": Bound(-1.0, None), "turnaround": Bound(2.5, 7.0)},
+        bounds={"step": Bound(0.9, 1.5), "infall_1.5-3": Bound(None, -1.4),
+                "infall_6-9": Bound(-1.0, None), "turnaround": Bound(3.4, 5.4)},
         broken={"outskirts_off": partial(universe_stats, outskirts=False)}),
     "cluster_velocities": StochasticCheck(
         run=cluster_velocities, seed=0, n_seeds=10,
@@ -244,42 +243,6 @@ def test_shapes():
     f = velocity_axis_scales(q, s)
     assert np.allclose(np.sum(f**2, axis=1), 3.0) and np.all(f[:, 0] >= f[:, 2])
     assert np.allclose(velocity_axis_scales(np.ones(1), np.ones(1)), 1.0)
-
-
-def test_infall_around_one_host():
-    """One 10^15 Msun/h host among 10^12 halos at rest: the halos within a few R200c fall in,
-    faster than the Hubble flow at 1.5-3 R200c, with random motions; more massive halos and
-    halos beyond the cut do not move."""
-    log_m = np.arange(11.9, 15.11, 0.01)
-    conc = concentration_200c(10**log_m, Z, MDPL2)
-    om = OutskirtsModel.build(log_m, conc, Z, MDPL2)
-    model = InfallModel.build(om, (log_m, halo_bias(10**log_m, Z, MDPL2)), Z, MDPL2,
-                              lambda m: r200c_comoving(m, Z, MDPL2))
-    r200 = float(r200c_comoving(1e15, Z, MDPL2))
-    y_ta = model.y_at(1e15)
-    assert 4.0 < y_ta < 6.0 and np.isnan(model.y_at(1e12))
-    rng = np.random.default_rng(2)
-    n = 20_000
-    u = rng.standard_normal((n, 3))
-    y = np.concatenate([np.linspace(1.0, 30.0, n - 1), [2.0]])
-    pos = 100.0 + u / np.linalg.norm(u, axis=1)[:, None] * (y * r200)[:, None]
-    m = np.full(n, 1e12)
-    m[-1] = 2e15  # more massive than the host: no infall
-    halos = {"id": np.arange(n), **{c: pos[:, k] for k, c in enumerate("xyz")},
-             **{c: np.zeros(n) for c in ("vx", "vy", "vz")}, "m200c": m}
-    hosts = {c: np.array([100.0]) for c in "xyz"}
-    hosts.update(m200c=np.array([1e15]), r200c=np.array([r200]))
-    model.apply(halos, hosts, 200.0, np.random.default_rng(3))
-    v = np.column_stack([halos[c] for c in ("vx", "vy", "vz")])
-    d = pos - 100.0
-    vr = np.sum(v * d, 1) / np.linalg.norm(d, axis=1)
-    ah = hubble_h_units(MDPL2, Z) / (1 + Z)
-    shell = (y > 1.5) & (y < 3.0)
-    assert np.mean(vr[shell]) < -ah * np.mean(y[shell] * r200)
-    assert np.all(v[-1] == 0) and np.all(v[y > 4.0 * y_ta] == 0)
-    vt = np.linalg.norm(v - vr[:, None] * d / np.linalg.norm(d, axis=1)[:, None], axis=1)
-    assert np.mean(vt[shell]) > 300.0
-    assert HOST_MIN_MASS == 10**13.5
 
 
 def test_cli_and_validation(tmp_path, capsys):

@@ -125,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="N-body-like halos (off by default): satellites beyond R200c on a "
         "Diemer & Kravtsov 2014 splashback profile to 4 R200c (added to those within "
         "R200c), triaxial halos (Allgood et al. 2006) with aligned velocity "
-        "ellipsoids, and spherical-infall velocities (Yahil 1985) of the halos "
+        "ellipsoids, and infall velocities measured on the N-body engine for the halos "
         "around hosts above 10^13.5 Msun/h"))
     x = p.add_argument_group("convert an external catalog")
     x.add_argument("--from", dest="source", type=Path, default=None, help="catalog file to convert")

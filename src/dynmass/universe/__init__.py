@@ -17,7 +17,7 @@
   (satellites beyond R200c on the Diemer & Kravtsov 2014 orbiting profile of
   :mod:`~dynmass.universe.orbiting`),
   :mod:`~dynmass.universe.shapes` (triaxial halos, aligned velocity ellipsoids),
-  :mod:`~dynmass.universe.infall` (spherical infall around massive halos) and
+  :mod:`~dynmass.universe.infall` (infall around massive halos, measured on the N-body engine) and
   :mod:`~dynmass.universe.validate_outskirts` (step at R200c, infall, turnaround, interloper
   velocities, sigma_los viewing-angle spread).
 """

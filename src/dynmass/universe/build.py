@@ -108,7 +108,7 @@ class UniverseSettings:
         The halo model of issue 13 (:mod:`dynmass.universe.outskirts`): satellites beyond
         R200c following the Diemer & Kravtsov 2014 orbiting profile to 4 R200c (added to the
         occupation's satellites within R200c), triaxial halos (Allgood et al. 2006) with
-        aligned velocity ellipsoids, and spherical-infall velocities (Yahil 1985) of the halos
+        aligned velocity ellipsoids, and infall velocities measured on the N-body engine for the halos
         around hosts above 10^13.5 Msun/h (:mod:`dynmass.universe.infall`). Default False:
         NFW satellites truncated at R200c in spherical halos, linear flows only (the default
         universe is unchanged). The same seed gives the same halo masses and positions either
@@ -308,8 +308,9 @@ def _outskirts_setup(s: UniverseSettings, log_m_tab: np.ndarray, bias_tab: np.nd
     if key not in _OUTSKIRTS_TABLES:  # colossus tables: seconds, the same for every seed
         om = OutskirtsModel.build(log_m_tab, conc_tab[1], z, cosmo)
         _OUTSKIRTS_TABLES.clear()
-        _OUTSKIRTS_TABLES[key] = (om, InfallModel.build(om, (log_m_tab, bias_tab), z, cosmo,
-                                                        lambda m: r200c_comoving(m, z, cosmo)))
+        _OUTSKIRTS_TABLES[key] = (om, InfallModel.build(z, cosmo,
+                                                        lambda m: r200c_comoving(m, z, cosmo),
+                                                        float(log_m_tab[-1])))
     om, infall = _OUTSKIRTS_TABLES[key]
     drawn = {b: draw(b) for b in range(len(edges) - 1) if edges[b] >= HOST_MIN_MASS * (1 - 1e-9)}
     parts = [h for h, _ in (v for v in drawn.values() if v is not None)]
