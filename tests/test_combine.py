@@ -98,3 +98,26 @@ def test_a_model_trained_on_combined_views_refuses_their_universes(tmp_path, cap
     assert cal_mix.n_views == b2.calibration.pred.size
     with pytest.raises(InputError, match="independent hosts"):
         coverage(b2, observations=[paths[3]])
+
+
+def test_the_universe_engine_is_recorded_even_when_its_file_is_gone(tmp_path):
+    """``observe`` keeps the universe's engine settings with the views, so a mixture records
+    which engine each part came from after the universe files are deleted."""
+    from dynmass.catalog import write_catalog
+    from dynmass.observe import observe_file
+    from dynmass.universe.build import build_universe
+
+    paths = []
+    for seed, outskirts in ((1, False), (2, True)):
+        u = tmp_path / f"u{seed}.h5"
+        write_catalog(build_universe(box_size=60.0, seed=seed, min_mass=1e13,
+                                     outskirts=outskirts), u)
+        o = tmp_path / f"o{seed}.h5"
+        observe_file(u, o, min_mass=3e13, seed=seed)
+        assert read_observations(o).settings["universe"]["outskirts"] is outskirts
+        u.unlink()
+        paths.append(o)
+    mix = combine_files(paths, tmp_path / "mix.h5")
+    rec = [r["universe"] for r in mix.settings["combined_from"]]
+    assert [r["outskirts"] for r in rec] == [False, True]
+    assert [r["seed"] for r in rec] == [1, 2] and rec[0]["box_size"] == 60.0

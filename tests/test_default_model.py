@@ -206,7 +206,7 @@ def sampling_stats(seed: int, broken: str | None = None) -> dict[str, float]:
 STOCHASTIC = {
     "sampling": StochasticCheck(
         run=sampling_stats, seed=778,
-        bounds={"median_shift": Bound(0.003, 0.103), "coverage_68_r025": Bound(0.67, 0.81),
+        bounds={"median_shift": Bound(-0.006, 0.105), "coverage_68_r025": Bound(0.655, 0.815),
                 "n_views": Bound(lo=150)},
         broken={"full_richness": partial(sampling_stats, broken="full_richness")}),
     "dispersion_ordering": StochasticCheck(
@@ -221,9 +221,9 @@ STOCHASTIC = {
         broken={b: partial(flag_stats, broken=b) for b in ("constant", "swapped")}),
     "fresh_universe": StochasticCheck(
         run=fresh_universe_stats, seed=777,
-        bounds={"n_hosts": Bound(860, 1240), "spearman": Bound(lo=0.685),
-                "median_eps": Bound(-0.135, -0.071), "std_eps": Bound(hi=0.282),
-                "pull_68": Bound(-4.2, 5.3), "pull_95": Bound(-16.1, 6.0)},
+        bounds={"n_hosts": Bound(860, 1240), "spearman": Bound(lo=0.693),
+                "median_eps": Bound(-0.148, -0.074), "std_eps": Bound(hi=0.289),
+                "pull_68": Bound(-4.9, 3.8), "pull_95": Bound(-15.2, 5.8)},
         broken={b: partial(fresh_universe_stats, broken=b)
                 for b in ("shuffled", "msun", "overconfident")}),
 }
@@ -317,7 +317,7 @@ def test_shipped_bundle_is_calibrated_on_independent_universes():
 
 
 @pytest.mark.xfail(strict=True, reason="known: cross-fitted, the richness-band belts of the "
-                   "shipped model cover 64.1% (68% target) at 10^13.7-10^13.9")
+                   "shipped model cover 64.6% (68% target) at 10^13.7-10^13.9")
 def test_shipped_bundle_intervals_cover_by_cross_fitting():
     """Recomputed here: the belt of each pseudo-fold, calibrated on the other pseudo-folds'
     views, covers 68% / 95% of its views overall and in every judged bin of true mass.
@@ -370,14 +370,15 @@ def test_shipped_model_does_not_move_with_sampling():
     """Dropping three galaxies in four moves the median mass at fixed true mass by a few
     hundredths of a dex only (the shipped model was trained over surveys drawn per view and its
     belts are per richness band; the default model before those moved by -0.33 dex at this
-    rate). On this default-engine universe the full-sampling median reads low (about -0.07 dex
+    rate). On this default-engine universe the full-sampling median reads low (about -0.05 dex
     over 10^14-10^15: the model is trained on the default and --outskirts engines and, with
     every galaxy, cannot tell a sharp-edged mock cluster from a lighter one with outskirts), so
     thinning moves it *up* by about +0.05; its 68% intervals over-cover at r = 0.25.
 
-    Measured over seeds 0-19 (``--only test_default_model.sampling``):
-    median_shift: mean 0.0532, sd 0.010, range [0.036, 0.076]; bound (0.003, 0.103) = 5.0 sd
-    coverage_68_r025: mean 0.740, sd 0.014, range [0.714, 0.780]; bound (0.67, 0.81) = 5.0 sd
+    Measured over seeds 0-19 (``--only test_default_model.sampling``; the model rebuilt with
+    the outskirts engine's infall measured on N-body):
+    median_shift: mean 0.0495, sd 0.011, range [0.029, 0.071]; bound (-0.006, 0.105) = 5.0 sd
+    coverage_68_r025: mean 0.735, sd 0.016, range [0.716, 0.777]; bound (0.655, 0.815) = 5.0 sd
     n_views: mean 770, sd 58, range [662, 867]; bound (150, inf) = 10.7 sd from the mean
     Broken variant rejected (seeds 0-2): full_richness 3/3.
     """
@@ -388,19 +389,20 @@ def test_shipped_model_does_not_move_with_sampling():
 def test_shipped_model_on_a_fresh_mock_universe():
     """End to end on a universe it never saw (seed 777, 250 Mpc/h default engine, views of
     hosts above 10^13.6 Msun/h, every galaxy): masses track the truth (Spearman 0.76), with a
-    known offset: the median reads about 0.10 dex low over 10^13.6-10^15.2 on this engine at
+    known offset: the median reads about 0.11 dex low over 10^13.6-10^15.2 on this engine at
     full sampling (trained on a mixture of the default and --outskirts engines, the model
     cannot tell a sharp-edged default-engine cluster with every galaxy from a lighter cluster
-    with outskirts and infall; on the outskirts engine it reads +0.03, README, "How it holds
-    on other skies"), and its 95% intervals cover less than they claim here (pull -5).
+    with outskirts and infall; README, "How it holds on other skies"), and its 95% intervals
+    cover less than they claim here (pull -5).
 
-    Measured over seeds 0-19 (``--only test_default_model.fresh_universe``):
+    Measured over seeds 0-19 (``--only test_default_model.fresh_universe``; the model rebuilt
+    with the outskirts engine's infall measured on N-body):
     n_hosts: mean 1051, sd 36, range [1000, 1115]; bound (860, 1240) = 5.3 sd from the mean
-    spearman: mean 0.7558, sd 0.012, range [0.736, 0.776]; bound (0.685, inf) = 5.9 sd
-    median_eps: mean -0.1031, sd 0.0064, range [-0.120, -0.095]; bound (-0.135, -0.071) = 5.0 sd
-    std_eps: mean 0.2538, sd 0.0056, range [0.2466, 0.2685]; bound (-inf, 0.282) = 5.0 sd
-    pull_68: mean 0.554, sd 0.95, range [-1.592, 1.672]; bound (-4.2, 5.3) = 5.0 sd
-    pull_95: mean -5.06, sd 2.2, range [-10.04, -0.93]; bound (-16.1, 6.0) = 5.0 sd
+    spearman: mean 0.7576, sd 0.013, range [0.737, 0.778]; bound (0.693, inf) = 4.8 sd
+    median_eps: mean -0.1113, sd 0.0074, range [-0.130, -0.100]; bound (-0.148, -0.074) = 4.9 sd
+    std_eps: mean 0.2609, sd 0.0057, range [0.2537, 0.2755]; bound (-inf, 0.289) = 4.9 sd
+    pull_68: mean -0.553, sd 0.87, range [-2.678, 0.350]; bound (-4.9, 3.8) = 5.0 sd
+    pull_95: mean -4.66, sd 2.1, range [-9.63, -1.17]; bound (-15.2, 5.8) = 5.0 sd
     Broken variants rejected (seeds 0-2): shuffled 3/3, msun 3/3, overconfident 3/3.
     """
     STOCHASTIC["fresh_universe"].check()

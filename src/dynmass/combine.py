@@ -48,18 +48,41 @@ from dynmass.observations import (
     write_observations,
 )
 
-__all__ = ["HALO_ID_STRIDE", "combine_files", "combine_observations", "universes_of"]
+__all__ = ["HALO_ID_STRIDE", "combine_files", "combine_observations", "universe_record",
+           "universes_of"]
 
 #: Offset between the halo ids of successive parts (universe halo ids are row numbers or
 #: simulation ids well below 10^12).
 HALO_ID_STRIDE = 10**12
 
 #: Universe settings copied into each part's record (``settings["combined_from"]``).
-_UNIVERSE_KEYS = ("box_size", "seed", "redshift", "occupation", "outskirts", "mstar_min")
+_UNIVERSE_KEYS = ("box_size", "seed", "redshift", "occupation", "outskirts", "mstar_min",
+                  "engine")
 
 
-def _universe_record(path: str | None) -> dict[str, Any] | None:
-    """Engine settings of the universe file (when it is still there), for the record."""
+def universe_record(settings: dict[str, Any]) -> dict[str, Any]:
+    """The engine settings of a universe kept in the record of views observed from it.
+
+    Parameters
+    ----------
+    settings : dict
+        A universe catalog's settings.
+
+    Returns
+    -------
+    dict
+        ``box_size`` (comoving Mpc/h), ``seed``, ``redshift``, ``occupation``, ``outskirts``,
+        ``mstar_min`` and ``engine`` where the settings have them.
+    """
+    return {key: settings.get(key) for key in _UNIVERSE_KEYS if key in settings}
+
+
+def _universe_record(obs_settings: dict[str, Any]) -> dict[str, Any] | None:
+    """Engine settings of a part's universe, for the record: those ``observe`` stored with the
+    views, else those of the universe file (when it is still there)."""
+    if isinstance(obs_settings.get("universe"), dict):
+        return dict(obs_settings["universe"])
+    path = obs_settings.get("universe_file")
     if not path or not os.path.exists(path):
         return None
     try:
@@ -71,7 +94,7 @@ def _universe_record(path: str | None) -> dict[str, Any] | None:
             s = read_json_attr(fh, "settings", path)
     except Exception:  # noqa: BLE001 - the record is informative only
         return None
-    return {key: s.get(key) for key in _UNIVERSE_KEYS if key in s}
+    return universe_record(s)
 
 
 def combine_observations(parts: Sequence[Observations],
@@ -128,7 +151,7 @@ def combine_observations(parts: Sequence[Observations],
                "n_hosts": int(np.unique(ids).size)}
         rec["observe_seed"] = obs.settings.get("seed")
         rec["universe_file"] = obs.settings.get("universe_file")
-        rec["universe"] = _universe_record(obs.settings.get("universe_file"))
+        rec["universe"] = _universe_record(obs.settings)
         records.append(rec)
     clusters = {}
     for col in first.clusters:

@@ -438,6 +438,9 @@ def observe_file(universe_path: str | os.PathLike, out_path: str | os.PathLike,
     if z_train is not None:
         obs = to_training_frame(obs, float(z_train), aperture_train, cosmo)
     obs.settings["universe_file"] = str(universe_path.resolve())
+    from dynmass.combine import universe_record
+
+    obs.settings["universe"] = universe_record(catalog.settings)
     return write_observations(obs, out_path,
                               extra_attrs={"universe_sha256": sha, "seed": int(opts["seed"])})
 

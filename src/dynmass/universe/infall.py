@@ -210,9 +210,22 @@ class InfallModel:
         return cls(log_m, dv, sigma, {"mean": fit["mean"], "variance": fit["variance"]})
 
     def lookup(self, log_m: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Added mean radial velocity (km/s) and variance (km^2/s^2) for hosts of log10 M200c
-        ``log_m`` [Msun/h] at r / R200c = ``y`` (bilinear in log M and ln y; 0 beyond
-        :data:`Y_MAX`)."""
+        """Added mean radial velocity and variance (bilinear in log M and ln y; 0 beyond
+        :data:`Y_MAX`).
+
+        Parameters
+        ----------
+        log_m : numpy.ndarray
+            log10 M200c of the hosts, Msun/h (clipped to the table's range).
+        y : numpy.ndarray
+            r / R200c of the host.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            Added mean radial velocity (km/s, < 0: inward) and variance of each velocity
+            component (km^2/s^2).
+        """
         lm = np.clip(np.asarray(log_m, float), self.log_m[0], self.log_m[-1])
         y = np.asarray(y, float)
         fm = (lm - self.log_m[0]) / (self.log_m[1] - self.log_m[0]) if self.log_m.size > 1 \
