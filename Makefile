@@ -231,19 +231,24 @@ nbody-report: $(foreach m,$(XU_REPORT_MODELS),$(XU_DIR)/runs/nbody_$(m)/predicti
 
 # A posterior under the sky's mass function, on the N-body universe: the flow of `dynmass
 # posterior` trained on the N-body CNN2D bundle's predictions of views drawn from the mass
-# function (every host from 10^13.5 Msun/h, three lines of sight; test universe of the matrix)
-# and checked on a fourth N-body universe observed the same way (build/nbody/posterior_nbody.*).
+# function (every host from 10^13.5 Msun/h, three lines of sight) of three N-body universes
+# (the matrix's test universe, seed 3, and XU_POSTERIOR_CAL_SEEDS: each a ~14 min PM run) and
+# checked on another N-body universe observed the same way (build/nbody/posterior_nbody.*).
 XU_POSTERIOR_SEED ?= 4
-$(XU_DIR)/test_nbody_s$(XU_POSTERIOR_SEED).h5: $(XU_DIR)/universe_nbody_s$(XU_POSTERIOR_SEED).h5
-	$(BIN)/dynmass observe $< -o $@ --seed $(XU_POSTERIOR_SEED) $(XU_TEST_OBSERVE)
+XU_POSTERIOR_CAL_SEEDS ?= 5 6
+$(foreach s,$(XU_POSTERIOR_SEED) $(XU_POSTERIOR_CAL_SEEDS),$(XU_DIR)/test_nbody_s$(s).h5): \
+		$(XU_DIR)/test_nbody_s%.h5: $(XU_DIR)/universe_nbody_s%.h5
+	$(BIN)/dynmass observe $< -o $@ --seed $* $(XU_TEST_OBSERVE)
 
-nbody-posterior: $(XU_DIR)/nbody_cnn2d.h5 $(XU_DIR)/test_nbody.h5 \
+XU_POSTERIOR_CAL = $(XU_DIR)/test_nbody.h5 \
+	$(foreach s,$(XU_POSTERIOR_CAL_SEEDS),$(XU_DIR)/test_nbody_s$(s).h5)
+nbody-posterior: $(XU_DIR)/nbody_cnn2d.h5 $(XU_POSTERIOR_CAL) \
 		$(XU_DIR)/test_nbody_s$(XU_POSTERIOR_SEED).h5
-	$(BIN)/dynmass posterior $< --calibrate-on $(XU_DIR)/test_nbody.h5 \
+	$(BIN)/dynmass posterior $< --calibrate-on $(XU_POSTERIOR_CAL) \
 		--test-on $(XU_DIR)/test_nbody_s$(XU_POSTERIOR_SEED).h5 -o build/nbody/posterior_nbody
 
 # keep the universes (the N-body runs are costly; make would delete them as intermediates)
-.SECONDARY: $(XU_DIR)/universe_nbody_s$(XU_POSTERIOR_SEED).h5 \
+.SECONDARY: $(foreach s,$(XU_POSTERIOR_SEED) $(XU_POSTERIOR_CAL_SEEDS),$(XU_DIR)/universe_nbody_s$(s).h5) \
 	$(foreach e,$(XU_ENGINES),$(foreach s,$(XU_TRAIN_SEEDS) $(XU_TEST_SEED),\
 	$(XU_DIR)/universe_$(e)_s$(s).h5 $(XU_DIR)/obs_$(e)_s$(s).h5))
 
