@@ -83,6 +83,37 @@ def test_bad_input():
         post.density_grid(np.array([14.0]), np.array([0]))
 
 
+def test_an_ensemble_of_flows_averages_its_members(tmp_path):
+    """``n_flows=3``: three flows with seeds 0, 1, 2 (the first is the single flow of seed 0),
+    the density is the mean of the members' normalised densities, it stays calibrated on the
+    toy world, and it survives a save / load; ``n_flows < 1`` is refused."""
+    rng = np.random.default_rng(0)
+    cal = _world(rng, 4000)
+    ens = fit_posterior(*cal, seed=0, epochs=30, n_flows=3)
+    single, (mu, n_gal, true) = _fitted()
+    assert len(ens.members) == 2 and len(ens.history["members"]) == 3
+    np.testing.assert_allclose(ens.__class__(flow=ens.flow, standard=ens.standard,
+                                             p_cal=ens.p_cal, settings=single.settings)
+                               .density_grid(mu[:50], n_gal[:50]),
+                               single.density_grid(mu[:50], n_gal[:50]), rtol=1e-6, atol=1e-9)
+    parts = [ens.__class__(flow=f, standard=ens.standard, p_cal=ens.p_cal,
+                           settings=ens.settings).density_grid(mu[:50], n_gal[:50])
+             for f in (ens.flow, *ens.members)]
+    d = ens.density_grid(mu[:50], n_gal[:50])
+    np.testing.assert_allclose(d, np.mean(parts, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(d.sum(axis=1) * (ens.grid[1] - ens.grid[0]), 1.0, rtol=1e-9)
+    assert np.max(np.abs(parts[1] - parts[0])) > 1e-3  # the members differ
+    r = evaluate_posterior(ens, mu, n_gal, true, seed=0)
+    assert 0.62 < r["coverage_68"] < 0.72 and 0.925 < r["coverage_95"] < 0.975
+    ens.save(tmp_path / "e.h5")
+    back = load_posterior(tmp_path / "e.h5")
+    assert len(back.members) == 2
+    np.testing.assert_allclose(back.density_grid(mu[:20], n_gal[:20]),
+                               ens.density_grid(mu[:20], n_gal[:20]), rtol=1e-5, atol=1e-8)
+    with pytest.raises(InputError, match="n_flows"):
+        fit_posterior(*cal, n_flows=0)
+
+
 def test_cli_posterior_check_writes_the_flow_and_its_report(tmp_path, capsys):
     """``dynmass posterior`` on a toy bundle: flow file, JSON report (flow next to the belts)
     and figure; training and calibration universes are refused as test views."""

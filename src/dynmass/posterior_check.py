@@ -71,7 +71,7 @@ def _worst(bins: list[dict[str, float]]) -> tuple[float, float]:
 
 def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
                     test: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                    epochs: int = 60, seed: int = 0) -> dict[str, Any]:
+                    epochs: int = 60, seed: int = 0, n_flows: int = 1) -> dict[str, Any]:
     """Train the flow on ``calibration`` views, check it on ``test`` views, write the results.
 
     Parameters
@@ -84,6 +84,8 @@ def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
         Stem: writes ``.h5`` (the flow), ``.json`` (every number) and ``.png``.
     epochs, seed : int
         Flow training.
+    n_flows : int
+        Flows of the deep ensemble (:class:`~dynmass.posterior.PosteriorSettings`).
 
     Returns
     -------
@@ -96,7 +98,8 @@ def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
     exclude = sorted(universes_of(bundle.obs_settings))
     cal, files = ensemble_calibration(bundle.models, calibration, bundle.obs_settings,
                                       exclude_universes=exclude, seed=seed)
-    post = fit_posterior(cal.pred, cal.n_gal, cal.true, cal.host, epochs=epochs, seed=seed)
+    post = fit_posterior(cal.pred, cal.n_gal, cal.true, cal.host, epochs=epochs, seed=seed,
+                         n_flows=n_flows)
     post.save(output.with_suffix(".h5"))
     used = set(exclude) | {u for f in files for u in f.get("universes_sha256", [])}
     t = _test_views(bundle, test, used)

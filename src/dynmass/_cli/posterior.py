@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output stem")
     p.add_argument("--epochs", type=int, default=60, help="most training epochs (default 60)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--n-flows", type=int, default=1,
+                   help="flows in a deep ensemble, each with seed SEED+k, densities averaged "
+                        "(default 1)")
     p.set_defaults(func=run)
 
 
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from dynmass.posterior_check import posterior_check
 
     res = posterior_check(load_bundle(args.bundle), args.calibrate_on, args.test_on,
-                          args.output, epochs=args.epochs, seed=args.seed)
+                          args.output, epochs=args.epochs, seed=args.seed,
+                          n_flows=args.n_flows)
     print(json.dumps(res["summary"], indent=2))
     return 0 if res["summary"]["passed"] else 1
