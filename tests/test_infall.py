@@ -26,7 +26,7 @@ Z = 0.117
 
 
 def model() -> InfallModel:
-    return InfallModel.build(Z, MDPL2, lambda m: r200c_comoving(m, Z, MDPL2), 15.2)
+    return InfallModel.build(Z, lambda m: r200c_comoving(m, Z, MDPL2), 15.2)
 
 
 def v200(m: float) -> float:

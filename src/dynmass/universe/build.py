@@ -308,8 +308,7 @@ def _outskirts_setup(s: UniverseSettings, log_m_tab: np.ndarray, bias_tab: np.nd
     if key not in _OUTSKIRTS_TABLES:  # colossus tables: seconds, the same for every seed
         om = OutskirtsModel.build(log_m_tab, conc_tab[1], z, cosmo)
         _OUTSKIRTS_TABLES.clear()
-        _OUTSKIRTS_TABLES[key] = (om, InfallModel.build(z, cosmo,
-                                                        lambda m: r200c_comoving(m, z, cosmo),
+        _OUTSKIRTS_TABLES[key] = (om, InfallModel.build(z, lambda m: r200c_comoving(m, z, cosmo),
                                                         float(log_m_tab[-1])))
     om, infall = _OUTSKIRTS_TABLES[key]
     drawn = {b: draw(b) for b in range(len(edges) - 1) if edges[b] >= HOST_MIN_MASS * (1 - 1e-9)}

@@ -52,7 +52,7 @@ Msun/h add random motions of their own):
 >>> from dynmass.universe.infall import InfallModel
 >>> from dynmass.cosmology import MDPL2
 >>> from dynmass.universe.massfunction import r200c_comoving
->>> m = InfallModel.build(0.117, MDPL2, lambda m: r200c_comoving(m, 0.117, MDPL2), 15.0)
+>>> m = InfallModel.build(0.117, lambda m: r200c_comoving(m, 0.117, MDPL2), 15.0)
 >>> dv, var = m.lookup(np.array([14.0, 15.0]), np.array([3.0, 3.0]))
 >>> [int(round(v, -1)) for v in dv], [int(round(v, -1)) for v in np.sqrt(var)]
 ([-360, -520], [0, 400])
@@ -177,16 +177,13 @@ class InfallModel:
     fit: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, redshift: float, cosmo: dict[str, Any], r200c_of: Any,
-              log_m_max: float) -> InfallModel:
+    def build(cls, redshift: float, r200c_of: Any, log_m_max: float) -> InfallModel:
         """Tabulate the fit for hosts from :data:`HOST_MIN_MASS` up to ``10**log_m_max``.
 
         Parameters
         ----------
         redshift : float
             Redshift (sets V200c through R200c).
-        cosmo : dict
-            Cosmological parameters (not used beyond ``r200c_of``; kept for the record).
         r200c_of : callable
             ``r200c_of(m200c)`` -> R200c, comoving Mpc/h.
         log_m_max : float
@@ -196,7 +193,6 @@ class InfallModel:
         -------
         InfallModel
         """
-        del cosmo
         lo = np.log10(HOST_MIN_MASS)
         log_m = np.arange(lo, max(log_m_max, lo) + 0.02, 0.02)
         m = 10**log_m
