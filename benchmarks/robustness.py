@@ -29,6 +29,16 @@ redshift conditions also ``robustness_z.md`` and ``robustness_z.png`` (bias and 
 redshift), and the JSON gains per-condition ``physics`` (richness, interlopers, R200c, sigma_v at
 fixed mass) and per-universe ``universe_physics``.
 
+A survey-aware posterior (``--posterior NAME=POSTERIOR.h5``, made by ``dynmass posterior
+--survey-inputs``, e.g. ``make survey-posterior``) is scored as model ``NAME`` on every
+condition: the flow's percentiles given the ensemble mean of the bundle it was trained on
+(matched by sha256), the number of galaxies and the survey a user of that condition declares
+(:func:`declared_survey`: the targeting rate, completeness and velocity error of the
+condition, the universe's stellar-mass limit and the snapshot redshift). On the universe of
+another occupation model the declared limit is its universe's nominal ``mstar_min`` (10^9.5
+Msun), which does not describe its magnitude-selected galaxies: that row shows what a wrong
+occupation does to a mass that reads richness.
+
 Usage::
 
     python benchmarks/robustness.py --model new=build/new_default_model.h5 \\
@@ -89,6 +99,20 @@ def observed(cond: dict, work: Path, seed: int, z_train: float = 0.117,
     return rz.in_frame(read_observations(path), cond, z_train, aperture)
 
 
+def declared_survey(obs, universe: Path, names) -> dict:
+    """The survey a user of this condition declares: each view's own survey (fixed rate,
+    completeness, velocity error, redshift) and the universe's stellar-mass limit."""
+    import h5py
+
+    from dynmass.survey_inputs import survey_of_views
+
+    with h5py.File(universe, "r") as fh:
+        mstar_min = float(json.loads(fh.attrs["settings"])["mstar_min"])
+    return survey_of_views(obs, names, defaults={"selection_limit": mstar_min,
+                                                 "completeness_edge": 1.0,
+                                                 "velocity_error": 0.0})
+
+
 def scores(q: np.ndarray, true: np.ndarray) -> dict:
     """Bias, scatter and coverage of percentiles ``q`` (n, 5) against ``true``."""
     d = q[:, 2] - true
@@ -118,22 +142,42 @@ def scores(q: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
+def _posteriors(paths: dict[str, Path], models: dict[str, Path]) -> dict[str, tuple]:
+    """``{name: (posterior, bundle name)}``, each posterior matched to its bundle by sha256."""
+    from dynmass._io import file_sha256
+    from dynmass.posterior import load_posterior
+
+    sha = {k: file_sha256(v) for k, v in models.items()}
+    out = {}
+    for name, path in paths.items():
+        post = load_posterior(path)
+        owner = [k for k, v in sha.items() if v == post.meta.get("bundle_sha256")]
+        if not owner:
+            raise SystemExit(f"{path}: trained on none of the --model bundles")
+        out[name] = (post, owner[0])
+    return out
+
+
 def run(models: dict[str, Path], universe: Path | None, alt: dict[str, Path], out: Path,
         seed: int = 7, work: Path | None = None,
-        z_universes: dict[str, Path] | None = None) -> dict:
-    """Score every model on every condition; write the JSON, tables and figures (views are
-    cached in ``work``, default ``out/views``)."""
+        z_universes: dict[str, Path] | None = None,
+        posteriors: dict[str, Path] | None = None) -> dict:
+    """Score every model (and survey-aware posterior) on every condition; write the JSON,
+    tables and figures (views are cached in ``work``, default ``out/views``)."""
     from dynmass.bundle import load_bundle
+    from dynmass.sampling_claims import poisson_floor_dex
 
     out.mkdir(parents=True, exist_ok=True)
     work = out / "views" if work is None else Path(work)
     work.mkdir(parents=True, exist_ok=True)
     bundles = {k: load_bundle(v) for k, v in models.items()}
+    posts = _posteriors(dict(posteriors or {}), models)
     z_universes = dict(z_universes or {})
     result: dict = {"models": {k: str(v) for k, v in models.items()},
                     "universe": None if universe is None else str(universe),
                     "alt_universes": {k: str(v) for k, v in alt.items()},
                     "z_universes": {k: str(v) for k, v in z_universes.items()},
+                    "posteriors": {k: str(v) for k, v in (posteriors or {}).items()},
                     "z_train": next(iter(bundles.values())).obs_settings.get("redshift"),
                     "conditions": {}}
     for cond in conditions(universe, alt, z_universes):
@@ -144,17 +188,32 @@ def run(models: dict[str, Path], universe: Path | None, alt: dict[str, Path], ou
         true = obs.log10_m200c()
         keep = (obs.n_gal >= 10) & (true >= 14.0) & (true < 15.0)
         row = {"n_views": int(obs.n_views), "median_n_gal": float(np.median(obs.n_gal[keep])),
+               "poisson_floor_dex": float(poisson_floor_dex(np.median(obs.n_gal[keep]))),
                "redshift": obs.settings.get("redshift"), "physics": rz.view_physics(obs, keep)}
+        mus = {}
         for name, bundle in bundles.items():
             q, raw, info = rz.predict_as_user(bundle, obs)
+            mus[name] = {**info, "q": q}
             row[name] = scores(q[keep], true[keep])
             row[name]["uncorrected"] = rz.uncorrected_scores(scores(raw[keep], true[keep]))
             row["correction_dex"], row["extrapolated"] = info["correction_dex"], info["extrapolated"]
+        for name, (post, owner) in posts.items():
+            sv = declared_survey(obs, Path(cond["universe"]), post.settings.survey_inputs)
+            info = mus[owner]
+            q = post.quantiles(info["mu"][keep], obs.n_gal[keep], rz.PCTS_VALUES,
+                               survey={k: v[keep] for k, v in sv.items()})
+            row[name] = scores(q + info["correction_dex"], true[keep])
+            row[name]["declared"] = {k: float(np.median(v[keep])) for k, v in sv.items()}
+            # survey_tension of dynamics predict: survey-aware p50 outside the bundle's 95%
+            qb = info["q"][keep]
+            p50 = q[:, 2] + info["correction_dex"]
+            row[name]["tension_fraction"] = float(np.mean((p50 < qb[:, 0]) | (p50 > qb[:, 4])))
+            row[name]["median_minus_dynamics"] = float(np.median(p50 - qb[:, 2]))
         row["seconds_observe"], row["seconds"] = t_obs, time.perf_counter() - t0
         result["conditions"][cond["label"]] = row
-        print(cond["label"], {k: round(row[k]["median"], 3) for k in bundles},
+        print(cond["label"], {k: round(row[k]["median"], 3) for k in [*bundles, *posts]},
               f"{row['seconds']:.0f} s", file=sys.stderr)
-    names = list(bundles)
+    names = list(bundles) + list(posts)
     if z_universes:
         paths = ([universe] if universe is not None else []) + list(z_universes.values())
         result["universe_physics"] = {str(p): rz.universe_physics(p) for p in paths}
@@ -174,26 +233,36 @@ def table(result: dict, names: list[str]) -> str:
         cells = []
         for c in conds:
             s = result["conditions"][c][name]
+            tension = (f"; tension {100 * s['tension_fraction']:.0f}%"
+                       if "tension_fraction" in s else "")
             cells.append(f"{s['median']:+.3f} (worst bin {rz._f(s['worst_bin_median'])}); "
                          f"std {s['std']:.3f}; 68/95% {100 * s['cov68']:.0f}/"
-                         f"{100 * s['cov95']:.0f}")
+                         f"{100 * s['cov95']:.0f}{tension}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     n = [f"{result['conditions'][c]['median_n_gal']:.0f}" for c in conds]
     lines.append("| median galaxies per view | " + " | ".join(n) + " |")
+    f = [f"{result['conditions'][c].get('poisson_floor_dex', float('nan')):.3f}" for c in conds]
+    lines.append("| Poisson floor (dex) at that N | " + " | ".join(f) + " |")
     head = ("Median of p50 - true log10 M200c (dex) over views with 10^14-10^15 Msun/h and >= 10 "
             "galaxies (worst 0.2-dex bin of true mass in brackets), scatter (std, dex) and "
-            "68%/95% interval coverage (%), by observing condition.\n\n")
+            "68%/95% interval coverage (%), by observing condition. Poisson floor: the "
+            "scatter of a mass from a velocity dispersion of N galaxies, 3 / (ln 10 sqrt(2 (N - "
+            "1))) dex at the median N (a dynamics-only estimate cannot beat it; one that reads "
+            "richness can). Survey-aware rows (a flow posterior given the declared survey): "
+            "tension = fraction of views whose survey-aware median lies outside the "
+            "dynamics-only 95% interval (`dynmass predict` flags them survey_tension).\n\n")
     return head + "\n".join(lines) + "\n"
 
 
 def figure(result: dict, names: list[str], path: Path) -> None:
-    """Median shift and coverage against sampling rate, one line per model."""
+    """Median shift, coverage and scatter against sampling rate (one line per model, the
+    Poisson floor beside the scatter), and the median under other centres and occupations."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     rates = [r for r in RATES if f"r={r:g}" in result["conditions"]]
     for name in names:
         s = [result["conditions"][f"r={r:g}"][name] for r in rates]
@@ -203,6 +272,10 @@ def figure(result: dict, names: list[str], path: Path) -> None:
         axes[1].plot(rates, [x["cov68"] for x in s], "o-", label=f"{name} 68%")
         axes[1].plot(rates, [x["cov95"] for x in s], "s--", label=f"{name} 95%",
                      color=axes[1].lines[-1].get_color())
+        axes[3].plot(rates, [x["std"] for x in s], "o-", label=name)
+    if rates:
+        axes[3].plot(rates, [result["conditions"][f"r={r:g}"].get("poisson_floor_dex", np.nan)
+                             for r in rates], "k--", label="Poisson floor at the median N")
     axes[0].axhspan(-0.03, 0.03, color="0.85", zorder=0)
     axes[0].set(xscale="log" if rates else "linear", xlabel="sampling rate", ylabel="median p50 - true [dex]",
                 title="bias at fixed true mass (dotted: worst 0.2-dex bin)")
@@ -217,6 +290,8 @@ def figure(result: dict, names: list[str], path: Path) -> None:
     axes[2].axhspan(-0.03, 0.03, color="0.85", zorder=0)
     axes[2].set_xticks(x + 0.4 - 0.4 / len(names), other, rotation=20, ha="right", fontsize=8)
     axes[2].set(ylabel="median p50 - true [dex]", title="other centres and occupations")
+    axes[3].set(xscale="log" if rates else "linear", xlabel="sampling rate",
+                ylabel="std of p50 - true [dex]", title="scatter vs the Poisson floor")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -244,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="NAME=UNIVERSE.h5: the same halos, another occupation model")
     p.add_argument("--z-universe", action="append", default=[],
                    help="Z=UNIVERSE.h5: an independent universe at snapshot redshift Z")
+    p.add_argument("--posterior", action="append", default=[],
+                   help="NAME=POSTERIOR.h5: a survey-aware posterior of one of the --model "
+                        "bundles, scored with the survey each condition declares")
     p.add_argument("--seed", type=int, default=7, help="observe seed (default 7)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--work", type=Path, default=None,
@@ -252,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.universe is None and not a.z_universe:
         p.error("give --universe, --z-universe or both")
     run(_pairs(a.model), a.universe, _pairs(a.alt_universe), a.output, a.seed, a.work,
-        _pairs(a.z_universe))
+        _pairs(a.z_universe), _pairs(a.posterior))
     return 0
 
 

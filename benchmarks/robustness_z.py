@@ -26,6 +26,7 @@ import numpy as np
 
 Z_RATES = (1.0, 0.25)
 PCTS = ("p2_5", "p16", "p50", "p84", "p97_5")
+PCTS_VALUES = (2.5, 16.0, 50.0, 84.0, 97.5)  # the same percentiles as numbers
 #: Edges (log10 M200c, Msun/h) of the physical diagnostics.
 PHYS_EDGES = (14.0, 14.2, 14.4, 14.6, 14.8, 15.0)
 #: Targets of issue 12: coverage within 68 +- 3 % and 95 +- 2 % in every judged bin.
@@ -72,14 +73,15 @@ def in_frame(obs, cond: dict, z_train: float, aperture: float):
 def predict_as_user(bundle, obs) -> tuple[np.ndarray, np.ndarray, dict]:
     """Percentiles ``(n, 5)`` of ``obs`` as ``dynmass predict --allow-extrapolation`` gives them
     (with the E(z) term), the same without it, and ``{z, z_train, correction_dex,
-    extrapolated}``."""
+    extrapolated, mu}`` (``mu``: the ensemble mean in the training frame)."""
     from dynmass.cosmology import MDPL2, to_astropy
     from dynmass.redshift import redshift_correction_dex
 
     res = bundle.predict(obs)
     raw = np.column_stack([res[f"log10_m200c_{p}"] for p in PCTS])
     z, z_train = obs.settings.get("redshift"), bundle.obs_settings.get("redshift")
-    info = {"z": z, "z_train": z_train, "correction_dex": 0.0, "extrapolated": False}
+    info = {"z": z, "z_train": z_train, "correction_dex": 0.0, "extrapolated": False,
+            "mu": np.asarray(res["log10_m200c_mean"], float)}
     if z is None or z_train is None:
         return raw, raw, info
     cosmo = to_astropy(bundle.obs_settings.get("cosmology") or MDPL2)

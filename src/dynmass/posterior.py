@@ -18,6 +18,15 @@ prior: on the N-body engine (``make nbody-posterior``: calibrated on three unive
 on a fourth) it covers 66.0% / 94.9% and 64.2-67.3% / 93.9-95.4% per 0.2-dex bin of
 predicted mass from 10^13.5 to 10^14.3 Msun/h (the belts: 59.9-80.5% / 83.7-97.3%).
 
+**Survey-aware.** With ``survey_inputs`` (``dynmass posterior --survey-inputs``) the flow is
+conditioned on the declared survey too (:mod:`dynmass.survey_inputs`: targeting rate, radial
+completeness, stellar-mass limit, velocity errors, redshift), so the number of galaxies is
+read against the survey that produced it: richness then carries mass information
+legitimately, at the price of trusting the mock's occupation (galaxies per cylinder at fixed
+mass and selection). Trained on views whose survey is drawn per view (domain randomisation),
+it is the posterior given that survey. Measured on the shipped model's calibration and test
+universes: README, "Two ways to weigh a cluster".
+
 **Ensembles.** ``n_flows > 1`` (``dynmass posterior --n-flows``) trains a deep ensemble
 (Lakshminarayanan et al. 2017): flows with seeds ``seed .. seed + n_flows - 1``, each with its
 own held-out hosts, whose densities are averaged; in the runs measured it narrowed the spread
@@ -57,12 +66,14 @@ import numpy as np
 
 from dynmass._io import atomic_path, provenance, to_json
 from dynmass.errors import InputError
+from dynmass.survey_inputs import SURVEY_INPUTS, survey_columns
 
 __all__ = ["GRID_STEP_DEX", "Posterior", "PosteriorSettings", "evaluate_posterior",
            "fit_posterior", "load_posterior"]
 
 #: Spacing of the log10 M200c grid on which densities, CDFs and quantiles are evaluated, dex.
 GRID_STEP_DEX = 0.005
+
 
 
 @dataclass
@@ -87,6 +98,11 @@ class PosteriorSettings:
         Flows of a deep ensemble (Lakshminarayanan et al. 2017, NeurIPS): flow k is trained
         with seed ``seed + k`` (its own initial weights, batches and held-out hosts) and the
         posterior density is the average of theirs (default 1: one flow).
+    survey_inputs : tuple of str
+        Survey settings (keys of :data:`dynmass.survey_inputs.SURVEY_INPUTS`) the flow is
+        conditioned on besides ``mu`` and ``log10 N`` (default none: a posterior that knows
+        nothing of the survey). With them, ``N`` is read against the declared survey: the
+        *survey-aware* posterior.
     """
 
     transforms: int = 3
@@ -99,6 +115,7 @@ class PosteriorSettings:
     seed: int = 0
     grid: tuple[float, float] = (12.5, 16.0)
     n_flows: int = 1
+    survey_inputs: tuple[str, ...] = ()
 
 
 def _flow(s: PosteriorSettings) -> Any:
@@ -106,7 +123,7 @@ def _flow(s: PosteriorSettings) -> Any:
     import zuko
 
     torch.manual_seed(s.seed)
-    return zuko.flows.NSF(features=1, context=2, transforms=s.transforms,
+    return zuko.flows.NSF(features=1, context=2 + len(s.survey_inputs), transforms=s.transforms,
                           hidden_features=tuple(s.hidden))
 
 
@@ -127,6 +144,10 @@ class Posterior:
     history : dict
         Training and validation loss per epoch, best epoch (of the first flow; ``members``:
         best epoch and validation loss of every flow of an ensemble).
+    meta : dict
+        What the flow summarises: ``bundle_sha256`` (the bundle whose ensemble mean ``mu``
+        it reads; :func:`dynmass.predict.predict_members` refuses any other bundle) and the
+        calibration files.
     members : list
         The other flows of an ensemble (``settings.n_flows - 1``): the density is the average
         over :attr:`flow` and these.
@@ -138,6 +159,7 @@ class Posterior:
     settings: PosteriorSettings = field(default_factory=PosteriorSettings)
     history: dict[str, Any] = field(default_factory=dict)
     members: list[Any] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def grid(self) -> np.ndarray:
@@ -145,17 +167,33 @@ class Posterior:
         lo, hi = self.settings.grid
         return np.arange(lo, hi + GRID_STEP_DEX / 2, GRID_STEP_DEX)
 
-    def _context(self, mu: np.ndarray, n_gal: np.ndarray) -> np.ndarray:
-        c = np.column_stack([np.asarray(mu, float), np.log10(np.asarray(n_gal, float))])
+    @property
+    def survey_domain(self) -> dict[str, tuple[float, float]]:
+        """Range of each survey input over the training views (raw units of
+        :data:`dynmass.survey_inputs.SURVEY_INPUTS`); empty without survey inputs."""
+        return {k: (float(lo), float(hi))
+                for k, (lo, hi) in self.standard.get("survey_range", {}).items()}
+
+    def _context(self, mu: np.ndarray, n_gal: np.ndarray,
+                 survey: dict[str, Any] | None = None) -> np.ndarray:
+        mu = np.atleast_1d(np.asarray(mu, float))
+        cols = [mu, np.log10(np.broadcast_to(np.asarray(n_gal, float), mu.shape))]
+        cols += survey_columns(self.settings.survey_inputs, survey, mu.shape)
+        c = np.column_stack(cols)
         return (c - np.asarray(self.standard["c0"])) / np.asarray(self.standard["c_scale"])
 
-    def density_grid(self, mu: np.ndarray, n_gal: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    def density_grid(self, mu: np.ndarray, n_gal: np.ndarray,
+                     survey: dict[str, Any] | None = None, chunk: int = 2048) -> np.ndarray:
         """``(n, len(grid))`` posterior density in log10 M200c, normalised on the grid.
 
         Parameters
         ----------
         mu, n_gal : numpy.ndarray
             Ensemble-mean predictions [log10 Msun/h] and galaxies per cylinder.
+        survey : dict, optional
+            The survey of each view, ``{name: value or array}`` for every name in
+            ``settings.survey_inputs`` (required for a survey-aware posterior; units of
+            :data:`dynmass.survey_inputs.SURVEY_INPUTS`).
         chunk : int
             Views evaluated at once.
         """
@@ -168,7 +206,7 @@ class Posterior:
         g = self.grid
         x = torch.as_tensor((g - self.standard["m0"]) / self.standard["m_scale"],
                             dtype=torch.float32)[:, None, None]
-        ctx = torch.as_tensor(self._context(mu, n_gal), dtype=torch.float32)
+        ctx = torch.as_tensor(self._context(mu, n_gal, survey), dtype=torch.float32)
         total = np.zeros((len(mu), len(g)))
         for flow in (self.flow, *self.members):
             out = np.empty((len(mu), len(g)))
@@ -181,19 +219,23 @@ class Posterior:
             total += out / (out.sum(axis=1, keepdims=True) * GRID_STEP_DEX)
         return total / (1 + len(self.members))
 
-    def cdf(self, mu: np.ndarray, n_gal: np.ndarray) -> np.ndarray:
+    def cdf(self, mu: np.ndarray, n_gal: np.ndarray,
+            survey: dict[str, Any] | None = None) -> np.ndarray:
         """``(n, len(grid))`` posterior CDF on the grid (cumulative sum of the density).
 
         Parameters
         ----------
         mu, n_gal : numpy.ndarray
             Ensemble-mean predictions [log10 Msun/h] and galaxies per cylinder.
+        survey : dict, optional
+            Survey inputs (see :meth:`density_grid`).
         """
-        c = np.cumsum(self.density_grid(mu, n_gal), axis=1) * GRID_STEP_DEX
+        c = np.cumsum(self.density_grid(mu, n_gal, survey), axis=1) * GRID_STEP_DEX
         return c / c[:, -1:]
 
     def quantiles(self, mu: np.ndarray, n_gal: np.ndarray,
-                  percentiles: tuple[float, ...] = (2.5, 16, 50, 84, 97.5)) -> np.ndarray:
+                  percentiles: tuple[float, ...] = (2.5, 16, 50, 84, 97.5),
+                  survey: dict[str, Any] | None = None) -> np.ndarray:
         """``(n, len(percentiles))`` log10 M200c [Msun/h] at the given posterior percentiles.
 
         Parameters
@@ -202,8 +244,10 @@ class Posterior:
             Ensemble-mean predictions [log10 Msun/h] and galaxies per cylinder.
         percentiles : tuple of float
             Percentiles (0-100).
+        survey : dict, optional
+            Survey inputs (see :meth:`density_grid`).
         """
-        c = self.cdf(mu, n_gal)
+        c = self.cdf(mu, n_gal, survey)
         g = self.grid
         return np.column_stack([[np.interp(p / 100.0, row, g) for row in c]
                                 for p in percentiles])
@@ -218,6 +262,7 @@ class Posterior:
             fh.attrs["settings"] = to_json(asdict(self.settings))
             fh.attrs["standard"] = to_json(self.standard)
             fh.attrs["history"] = to_json(self.history)
+            fh.attrs["meta"] = to_json(self.meta)
             fh.attrs["provenance"] = to_json(provenance())
             fh.create_dataset("p_cal", data=self.p_cal)
             for k, v in self.flow.state_dict().items():
@@ -237,7 +282,8 @@ def load_posterior(path: str | os.PathLike) -> Posterior:
     with hdf5_read_errors(path), open_hdf5(path, kind="posterior") as fh:
         raw = json.loads(fh.attrs["settings"])
         s = PosteriorSettings(**{**raw, "hidden": tuple(raw["hidden"]),
-                                 "grid": tuple(raw["grid"])})
+                                 "grid": tuple(raw["grid"]),
+                                 "survey_inputs": tuple(raw.get("survey_inputs", ()))})
         flows = []
         groups = [fh["params"]] + ([fh["members"][i] for i in sorted(fh["members"], key=int)]
                                    if "members" in fh else [])
@@ -247,11 +293,14 @@ def load_posterior(path: str | os.PathLike) -> Posterior:
             flows.append(flow.eval())
         return Posterior(flow=flows[0], standard=json.loads(fh.attrs["standard"]),
                          p_cal=fh["p_cal"][...], settings=s,
-                         history=json.loads(fh.attrs["history"]), members=flows[1:])
+                         history=json.loads(fh.attrs["history"]), members=flows[1:],
+                         meta=json.loads(fh.attrs.get("meta", "{}")))
 
 
 def fit_posterior(mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
-                  host: np.ndarray | None = None, **settings: Any) -> Posterior:
+                  host: np.ndarray | None = None, survey: dict[str, Any] | None = None,
+                  survey_range: dict[str, tuple[float, float]] | None = None,
+                  **settings: Any) -> Posterior:
     """Train the flow on calibration views (maximum likelihood, early stopping by host).
 
     Parameters
@@ -260,12 +309,28 @@ def fit_posterior(mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
         Ensemble-mean predictions and true log10 M200c [Msun/h], galaxies per cylinder.
     host : numpy.ndarray, optional
         Host of each view (held-out hosts for early stopping; default: every view its own).
+    survey : dict, optional
+        Per-view survey values ``{name: array}`` (keys of
+        :data:`dynmass.survey_inputs.SURVEY_INPUTS`, e.g. the
+        ``survey_*`` columns of domain-randomised observations): the flow is conditioned on
+        them too (``settings.survey_inputs``, in the order of :data:`SURVEY_INPUTS`), and
+        their training range is kept as the posterior's :attr:`Posterior.survey_domain`.
+    survey_range : dict, optional
+        ``{name: (lo, hi)}``: the range each survey input was drawn from (e.g. the bounds of
+        observe's :class:`~dynmass.observing.Draw`), kept as the survey domain instead of the
+        smallest and largest drawn value.
     **settings
-        Fields of :class:`PosteriorSettings`.
+        Fields of :class:`PosteriorSettings` (``survey_inputs`` is set from ``survey``).
     """
     import torch
 
-    s = PosteriorSettings(**settings)
+    survey = dict(survey or {})
+    unknown = sorted(set(survey) - set(SURVEY_INPUTS))
+    if unknown:
+        raise InputError(f"unknown survey input(s) {unknown}; known: {list(SURVEY_INPUTS)}",
+                         column=unknown[0])
+    names = tuple(k for k in SURVEY_INPUTS if k in survey)
+    s = PosteriorSettings(**{**settings, "survey_inputs": names})
     if int(s.n_flows) < 1:
         raise InputError(f"n_flows must be >= 1 (got {s.n_flows})", column="n_flows")
     mu, n_gal, true = (np.asarray(a, float) for a in (mu, n_gal, true))
@@ -278,10 +343,16 @@ def fit_posterior(mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
     hosts = np.unique(host)
     val_hosts = rng.choice(hosts, max(1, int(round(s.val_fraction * hosts.size))), replace=False)
     is_val = np.isin(host, val_hosts)
-    ctx = np.column_stack([mu, np.log10(n_gal)])
+    ctx = np.column_stack([mu, np.log10(n_gal), *survey_columns(names, survey, mu.shape)])
+    c_scale = ctx[~is_val].std(axis=0)
+    if np.any(c_scale <= 0):
+        bad = ["mu", "n_gal", *names][int(np.flatnonzero(c_scale <= 0)[0])]
+        raise InputError(f"{bad} is the same for every training view: the flow cannot learn "
+                         "how the mass depends on it", column=bad)
     standard = {"m0": float(true.mean()), "m_scale": float(true.std()),
-                "c0": ctx[~is_val].mean(axis=0).tolist(),
-                "c_scale": ctx[~is_val].std(axis=0).tolist()}
+                "c0": ctx[~is_val].mean(axis=0).tolist(), "c_scale": c_scale.tolist(),
+                "survey_range": {k: [float(v) for v in (survey_range or {}).get(
+                    k, (np.min(survey[k]), np.max(survey[k])))] for k in names}}
     x = torch.as_tensor(((true - standard["m0"]) / standard["m_scale"])[:, None],
                         dtype=torch.float32)
     c = torch.as_tensor((ctx - standard["c0"]) / np.asarray(standard["c_scale"]),
@@ -344,7 +415,8 @@ def _train_flow(s: PosteriorSettings, x: Any, c: Any, tr: np.ndarray, va: np.nda
 
 def evaluate_posterior(post: Posterior, mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
                        *, shift: np.ndarray | float = 0.0, seed: int = 0, n_samples: int = 200,
-                       edges: np.ndarray | None = None) -> dict[str, Any]:
+                       edges: np.ndarray | None = None,
+                       survey: dict[str, Any] | None = None) -> dict[str, Any]:
     """Coverage, SBC ranks and TARP of the posterior on independent views.
 
     Parameters
@@ -360,6 +432,8 @@ def evaluate_posterior(post: Posterior, mu: np.ndarray, n_gal: np.ndarray, true:
         Posterior samples per view for TARP.
     edges : numpy.ndarray, optional
         Bin edges of true and predicted mass (default 0.2 dex over 13.5-15.1).
+    survey : dict, optional
+        The test views' survey inputs (a survey-aware posterior).
 
     Returns
     -------
@@ -372,7 +446,7 @@ def evaluate_posterior(post: Posterior, mu: np.ndarray, n_gal: np.ndarray, true:
 
     true = np.asarray(true, float)
     shift = np.broadcast_to(np.asarray(shift, float), true.shape)
-    cdf = post.cdf(mu, n_gal)
+    cdf = post.cdf(mu, n_gal, survey)
     g = post.grid
     rank = np.array([np.interp(t - d, g, row) for t, d, row in zip(true, shift, cdf,
                                                                       strict=True)])

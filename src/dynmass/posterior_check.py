@@ -5,7 +5,10 @@ predictions of calibration views (independent universes, with the belts' E(z) ha
 checked on test views of further universes against the bundle's own Neyman-belt intervals on
 the same views: 68%/95% coverage overall and per 0.2-dex bin of true and of predicted mass,
 SBC rank histogram and TARP. Views are judged within the bundle's calibrated mass range, as
-:mod:`dynmass.coverage` does.
+:mod:`dynmass.coverage` does. With ``survey_inputs`` the flow is survey-aware
+(:mod:`dynmass.survey_inputs`: each view's drawn survey is its declared survey) and the check
+adds, per bin of targeting rate, the median and scatter of ``p50 - true`` over 10^14-10^15
+Msun/h and the coverage of the flow and of the belts (the dynamics-only intervals).
 """
 
 from __future__ import annotations
@@ -17,24 +20,30 @@ from typing import Any
 
 import numpy as np
 
-from dynmass._io import atomic_write_json, provenance
+from dynmass._io import atomic_write_json, file_sha256, provenance
 from dynmass.bundle import Bundle
 from dynmass.calibration_views import ensemble_calibration
-from dynmass.observations import read_independent_views, universes_of
+from dynmass.observations import read_independent_views, read_observations, universes_of
 from dynmass.posterior import evaluate_posterior, fit_posterior
 from dynmass.redshift import views_correction_dex
+from dynmass.survey_inputs import survey_of_views, survey_ranges
 
 __all__ = ["posterior_check"]
 
 #: Issue 14's target for posterior coverage: within +/- 2 points of 68% and 95%.
 TOLERANCE = 0.02
 
+#: Bins of the targeting rate (``survey_sampling_rate``) in which a survey-aware check scores.
+RATE_EDGES = (0.05, 0.1, 0.25, 0.5, 1.0)
 
-def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike], used: set[str]
-                ) -> dict[str, np.ndarray]:
+
+def _test_views(bundle: Bundle, paths: Sequence[str | os.PathLike], used: set[str],
+                survey_inputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
     cols: dict[str, list[np.ndarray]] = {}
     for path in paths:
         obs = read_independent_views(path, bundle.obs_settings, used, "a posterior check")
+        for k, v in survey_of_views(obs, survey_inputs).items():
+            cols.setdefault(f"survey:{k}", []).append(v)
         d_z = views_correction_dex(obs.settings, bundle.obs_settings)
         res = bundle.predict(obs)
         belt = np.column_stack([res[f"log10_m200c_{p}"] for p in ("p2_5", "p16", "p50", "p84",
@@ -69,9 +78,40 @@ def _worst(bins: list[dict[str, float]]) -> tuple[float, float]:
             max(abs(b["coverage_95"] - 0.95) for b in bins))
 
 
+def _survey(paths: Sequence[str | os.PathLike], names: Sequence[str]
+            ) -> tuple[dict[str, np.ndarray], dict[str, tuple[float, float]]]:
+    """Per-view survey values of the calibration files, and the ranges they were drawn from."""
+    obs = [read_observations(p) for p in paths]
+    parts = [survey_of_views(o, names) for o in obs]
+    return ({k: np.concatenate([q[k] for q in parts]) for k in names},
+            survey_ranges([o.settings for o in obs], names))
+
+
+def _rate_scores(q: np.ndarray, belt: np.ndarray, true: np.ndarray, rate: np.ndarray
+                 ) -> list[dict[str, Any]]:
+    """Per bin of targeting rate, views of 10^14-10^15 Msun/h: bias, scatter, coverage."""
+    out = []
+    for lo, hi in zip(RATE_EDGES[:-1], RATE_EDGES[1:], strict=True):
+        m = (rate >= lo) & (rate < hi + (1e-9 if hi == RATE_EDGES[-1] else 0)) & \
+            (true >= 14.0) & (true < 15.0)
+        if m.sum() < 30:
+            continue
+        row: dict[str, Any] = {"rate_lo": lo, "rate_hi": hi, "n": int(m.sum())}
+        for name, x in (("flow", q[m]), ("belts", belt[m])):
+            d = x[:, 2] - true[m]
+            row[name] = {"median": float(np.median(d)), "std": float(np.std(d)),
+                         "coverage_68": float(np.mean((x[:, 1] <= true[m]) &
+                                                      (true[m] <= x[:, 3]))),
+                         "coverage_95": float(np.mean((x[:, 0] <= true[m]) &
+                                                      (true[m] <= x[:, 4])))}
+        out.append(row)
+    return out
+
+
 def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
                     test: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-                    epochs: int = 60, seed: int = 0, n_flows: int = 1) -> dict[str, Any]:
+                    epochs: int = 60, seed: int = 0, n_flows: int = 1,
+                    survey_inputs: Sequence[str] = ()) -> dict[str, Any]:
     """Train the flow on ``calibration`` views, check it on ``test`` views, write the results.
 
     Parameters
@@ -86,6 +126,9 @@ def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
         Flow training.
     n_flows : int
         Flows of the deep ensemble (:class:`~dynmass.posterior.PosteriorSettings`).
+    survey_inputs : sequence of str
+        Survey inputs of a survey-aware flow (:mod:`dynmass.survey_inputs`), read per view
+        from the observations (none: the flow sees only ``mu`` and ``N``).
 
     Returns
     -------
@@ -98,11 +141,16 @@ def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
     exclude = sorted(universes_of(bundle.obs_settings))
     cal, files = ensemble_calibration(bundle.models, calibration, bundle.obs_settings,
                                       exclude_universes=exclude, seed=seed)
-    post = fit_posterior(cal.pred, cal.n_gal, cal.true, cal.host, epochs=epochs, seed=seed,
-                         n_flows=n_flows)
+    survey, ranges = _survey(calibration, survey_inputs) if survey_inputs else (None, None)
+    post = fit_posterior(cal.pred, cal.n_gal, cal.true, cal.host, survey=survey,
+                         survey_range=ranges, epochs=epochs, seed=seed, n_flows=n_flows)
+    post.meta = {"bundle": str(bundle.path) if bundle.path else None,
+                 "bundle_sha256": file_sha256(bundle.path) if bundle.path else None,
+                 "calibration_files": [str(p) for p in calibration]}
     post.save(output.with_suffix(".h5"))
     used = set(exclude) | {u for f in files for u in f.get("universes_sha256", [])}
-    t = _test_views(bundle, test, used)
+    t = _test_views(bundle, test, used, post.settings.survey_inputs)
+    t_survey = {k: t[f"survey:{k}"] for k in post.settings.survey_inputs}
     lo, hi = bundle.domain.get("log10_m200c_calibrated", [13.5, 15.1])
     keep = (t["true"] >= lo) & (t["true"] <= hi)
     edges = np.round(np.arange(13.5, hi + 1e-9, 0.2), 3)
@@ -110,9 +158,15 @@ def posterior_check(bundle: Bundle, calibration: Sequence[str | os.PathLike],
                                "calibration_files": files, "history": post.history}
     summary: dict[str, Any] = {"n_test_views": int(keep.sum()), "calibrated_range": [lo, hi]}
     r = evaluate_posterior(post, t["mu"][keep], t["n_gal"][keep], t["true"][keep],
-                           shift=t["shift"][keep], seed=seed, edges=edges)
-    r.pop("quantiles")
+                           shift=t["shift"][keep], seed=seed, edges=edges,
+                           survey={k: v[keep] for k, v in t_survey.items()} or None)
+    q = r.pop("quantiles")
     results["flow"] = r
+    results["survey_inputs"] = list(post.settings.survey_inputs)
+    if "sampling_rate" in t_survey:
+        results["by_rate"] = _rate_scores(q, t["belt"][keep], t["true"][keep],
+                                          t_survey["sampling_rate"][keep])
+        summary["by_rate"] = results["by_rate"]
     passed = (abs(r["coverage_68"] - 0.68) <= TOLERANCE and abs(r["coverage_95"] - 0.95)
               <= TOLERANCE)
     summary["flow"] = {"coverage_68": r["coverage_68"], "coverage_95": r["coverage_95"],
@@ -138,7 +192,8 @@ def _figure(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 4, figsize=(17, 4))
+    by_rate = results.get("by_rate") or []
+    fig, ax = plt.subplots(1, 5 if by_rate else 4, figsize=(21 if by_rate else 17, 4))
     for name, col in (("flow", "C0"),):
         r = results[name]
         ax[0].step(np.linspace(0, 1, 21)[:-1], np.asarray(r["sbc_hist"]) / sum(r["sbc_hist"]),
@@ -159,6 +214,17 @@ def _figure(results: dict[str, Any], path: Path) -> None:
         ax[k].axhspan(0.93, 0.97, color="0.85")
         ax[k].set(xlabel=f"log10 M200c ({'true' if k == 2 else 'predicted'}) [Msun/h]",
                   ylabel="coverage", title=f"coverage per bin of {key[5:]} mass")
+    if by_rate:
+        x = [np.sqrt(b["rate_lo"] * b["rate_hi"]) for b in by_rate]
+        for name, col in (("flow", "C0"), ("belts", "C2")):
+            ax[4].plot(x, [b[name]["std"] for b in by_rate], "o-", color=col,
+                       label=f"{name}: scatter")
+            ax[4].plot(x, [b[name]["median"] for b in by_rate], "s:", color=col, mfc="none",
+                       label=f"{name}: median")
+        ax[4].axhline(0, color="0.5", lw=0.8)
+        ax[4].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax[4].set(xscale="log", xlabel="targeting rate", ylabel="p50 - true [dex]",
+                  title="10^14-10^15 Msun/h, by targeting rate")
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=7)

@@ -216,6 +216,8 @@ def predict_members(
     skip_bad_rows: bool = False,
     allow_extrapolation: bool = False,
     redshift_frame: str = "self-similar",
+    survey: Any = None,
+    posterior: Any = None,
     path: object = None,
 ):
     """Mass estimates of one or many clusters from their member galaxies.
@@ -257,6 +259,14 @@ def predict_members(
         aperture at every redshift. Both then add the E(z) term. The column
         ``aperture_mpc_h`` gives the comoving aperture used; clusters without a redshift (R, v
         given without a centre) use the training aperture.
+    survey : sequence of "NAME=VALUE" or mapping, optional
+        The survey that produced the members (:mod:`dynmass.survey_inputs`: ``sampling_rate``,
+        ``completeness_edge``, ``selection_limit``, ``velocity_error``). When given, the
+        table also holds the *survey-aware* mass, ``log10_m200c_survey_<p>`` and
+        ``log10_m200c_msun_survey_<p>`` (:func:`dynmass.predict_survey.add_survey_aware`).
+    posterior : Posterior, str, os.PathLike or None
+        Survey-aware posterior of this model (default: the shipped one, made for the shipped
+        model); only used with ``survey``.
     path : optional
         File name for messages (set automatically when ``table`` is a path).
 
@@ -356,6 +366,12 @@ def predict_members(
         training_domain=bundle.domain,
         interval={k: v for k, v in bundle.interval.items() if k != "files"},
     )
+    if survey is not None:
+        from dynmass.predict_survey import add_survey_aware
+
+        add_survey_aware(out, bundle, survey, posterior, allow_extrapolation=allow_extrapolation)
+    elif posterior is not None:
+        raise InputError("a posterior is given but no survey: declare it (survey / --survey)")
     return out
 
 
@@ -464,6 +480,7 @@ def predict_file(
         "model_sha256": file_sha256(model_path) if model_path else None,
         "centers": str(centers) if centers is not None else "estimated from members",
         "columns": {"log10_m200c_*": "log10 Msun/h", "log10_m200c_msun_*": "log10 Msun",
+                    "log10_m200c_survey_*": "log10 Msun/h, survey-aware (with --survey)",
                     "sigma_v": "km/s", "ra/dec": "deg"},
     }
     atomic_write_json(out.with_name(out.stem + ".settings.json"), settings)

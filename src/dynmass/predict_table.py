@@ -33,6 +33,12 @@ FLAG_DOC: dict[str, str] = {
                              "extrapolation was allowed (--allow-extrapolation) and is not "
                              "validated",
     "n_gal": "number of galaxies in the cylinder outside the training range",
+    "survey_tension": "survey-aware median outside the dynamics-only 95% interval: the "
+                      "richness disagrees with the velocities (an occupation or a declared "
+                      "survey unlike the mock's); trust the dynamics-only mass",
+    "survey_extrapolated": "declared survey outside the range the survey-aware posterior was "
+                           "trained on; its survey-aware mass was computed only because "
+                           "extrapolation was allowed",
     "sigma_v": "velocity spread (std of v, km/s) outside the training range",
     "few_members": "fewer galaxies than the training minimum (min_members)",
     "mass": "median mass outside the calibrated mass range (where interval coverage was "

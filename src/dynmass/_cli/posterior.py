@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dynmass.survey_inputs import SURVEY_INPUTS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``posterior`` subcommand."""
@@ -31,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-flows", type=int, default=1,
                    help="flows in a deep ensemble, each with seed SEED+k, densities averaged "
                         "(default 1)")
+    p.add_argument("--survey-inputs", nargs="+", default=[], metavar="NAME",
+                   choices=list(SURVEY_INPUTS),
+                   help="make the flow survey-aware: condition it on these survey settings "
+                        "too, read per view from the observations (" + ", ".join(SURVEY_INPUTS)
+                        + "); dynmass predict then needs them declared (--survey)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
     res = posterior_check(load_bundle(args.bundle), args.calibrate_on, args.test_on,
                           args.output, epochs=args.epochs, seed=args.seed,
-                          n_flows=args.n_flows)
+                          n_flows=args.n_flows, survey_inputs=args.survey_inputs)
     print(json.dumps(res["summary"], indent=2))
     return 0 if res["summary"]["passed"] else 1

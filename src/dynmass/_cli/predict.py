@@ -53,6 +53,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "aperture, comoving radius x (1+z) E(z_train) / ((1+z_train) E(z)), with radii "
                    "rescaled by the same factor (default), or by the fixed training aperture; "
                    "both add the E(z) mass term")
+    p.add_argument("--survey", nargs="+", default=None, metavar="NAME=VALUE",
+                   help="declare the survey that produced the members to get the survey-aware "
+                        "mass too (columns log10_m200c_survey_*): sampling_rate (fraction of "
+                        "the selected galaxies targeted), completeness_edge (completeness at "
+                        "the aperture relative to the centre), selection_limit (log10 M* "
+                        "[Msun]), velocity_error [km/s]; redshift is the cluster's (declare "
+                        "redshift=Z for clusters given as R, v)")
+    p.add_argument("--posterior", type=Path, default=None,
+                   help="survey-aware posterior of --model (dynmass posterior --survey-inputs);"
+                        " default: the shipped one, for the shipped model")
     p.add_argument("-o", "--output", type=Path, default=Path("masses.csv"),
                    help="output CSV (default: masses.csv); settings go to <stem>.settings.json")
     p.set_defaults(func=run)
@@ -69,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         cluster_col=args.cluster_col, r_col=args.r_col, v_col=args.v_col,
         min_members=args.min_members, skip_bad_rows=args.skip_bad_rows,
         allow_extrapolation=args.allow_extrapolation, redshift_frame=args.redshift_frame,
+        survey=args.survey, posterior=args.posterior,
     )
     n_err = int(sum(bool(e) for e in result["error"]))
     n_flag = int(sum(bool(f) for f in result["flags"]))
