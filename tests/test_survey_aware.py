@@ -156,6 +156,10 @@ def test_predict_adds_survey_aware_columns(tmp_path):
         q[2] - np.log10(out.meta["h"]))
     assert out.meta["survey"]["declared"] == {"sampling_rate": 0.5}
     assert "survey_extrapolated" not in out["flags"][0]
+    assert out["survey_minus_dynamics_dex"][0] == pytest.approx(q[2] - out["log10_m200c_p50"][0])
+    tension = not (out["log10_m200c_p2_5"][0] <= q[2] <= out["log10_m200c_p97_5"][0])
+    assert ("survey_tension" in out["flags"][0]) == tension
+    assert out.meta["survey"]["n_survey_tension"] == int(tension)
     # the same cluster declared as seen at a lower rate is read as a richer, heavier one
     low = predict_members(members, bundle, survey=["sampling_rate=0.1"], posterior=aware)
     assert low["log10_m200c_survey_p50"][0] > q[2] + 0.2
