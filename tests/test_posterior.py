@@ -119,21 +119,14 @@ def test_cli_posterior_check_writes_the_flow_and_its_report(tmp_path, capsys):
     and figure; training and calibration universes are refused as test views."""
     import json
 
-    from dynmass.bundle import make_bundle
     from dynmass.cli import main
-    from dynmass.observations import write_observations
-    from dynmass.testing.runs import write_fold_run
+    from dynmass.testing.runs import toy_universe_files
     from dynmass.testing.worlds import cylinder_views
 
     rng = np.random.default_rng(2)
-    paths = {}
-    for name, n in (("T", 300), ("A", 600), ("B", 400)):
-        obs = cylinder_views(rng, n_halos=n, richness=60.0, n_interlopers=1.0)
-        obs.settings = {**obs.settings, "universe_sha256": name}
-        paths[name] = write_observations(obs, tmp_path / f"{name}.h5")
-        if name == "T":
-            run = write_fold_run(tmp_path / "run", obs, obs_path=paths[name])
-    make_bundle(run, tmp_path / "b.h5")
+    paths, _ = toy_universe_files(tmp_path, {
+        name: cylinder_views(rng, n_halos=n, richness=60.0, n_interlopers=1.0)
+        for name, n in (("T", 300), ("A", 600), ("B", 400))})
     out = tmp_path / "post"
     code = main(["posterior", str(tmp_path / "b.h5"), "--calibrate-on", str(paths["A"]),
                  "--test-on", str(paths["B"]), "-o", str(out), "--epochs", "5"])

@@ -184,26 +184,21 @@ def test_cli_posterior_with_survey_inputs_and_predict_with_survey(tmp_path, caps
     with that flow writes the survey-aware columns and records the declared survey."""
     import json
 
-    from dynmass.bundle import make_bundle
     from dynmass.cli import main
-    from dynmass.observations import write_observations
-    from dynmass.testing.runs import write_fold_run
+    from dynmass.testing.runs import toy_universe_files
     from dynmass.testing.worlds import cylinder_views
 
     rng = np.random.default_rng(5)
-    paths = {}
-    for name, n in (("T", 300), ("A", 700), ("B", 500)):
+
+    def surveyed(n: int):  # every galaxy of a view kept with the view's drawn rate
         full = cylinder_views(rng, n_halos=n, richness=80.0, n_interlopers=1.0)
         rate = 10 ** rng.uniform(np.log10(0.1), 0, full.n_views)
-        keep = rng.random(len(full.R)) < rate[full.view_of_galaxy]
-        obs = full.select_galaxies(keep)
+        obs = full.select_galaxies(rng.random(len(full.R)) < rate[full.view_of_galaxy])
         obs.clusters["survey_sampling_rate"] = rate
-        obs = obs.subset(np.flatnonzero(obs.n_gal >= 5))
-        obs.settings = {**obs.settings, "universe_sha256": name}
-        paths[name] = write_observations(obs, tmp_path / f"{name}.h5")
-        if name == "T":
-            run = write_fold_run(tmp_path / "run", obs, obs_path=paths[name])
-    make_bundle(run, tmp_path / "b.h5")
+        return obs.subset(np.flatnonzero(obs.n_gal >= 5))
+
+    paths, _ = toy_universe_files(tmp_path, {name: surveyed(n) for name, n in
+                                             (("T", 300), ("A", 700), ("B", 500))})
     out = tmp_path / "post"
     code = main(["posterior", str(tmp_path / "b.h5"), "--calibrate-on", str(paths["A"]),
                  "--test-on", str(paths["B"]), "-o", str(out), "--epochs", "5",

@@ -27,8 +27,8 @@ from dynmass.models import get_model
 from dynmass.observations import Observations
 from dynmass.rundir import PREDICTION_COLUMNS
 
-__all__ = ["TOY_OBS_SETTINGS", "scratch_folder", "synthetic_predictions_run", "write_fold_run",
-           "write_predictions_run"]
+__all__ = ["TOY_OBS_SETTINGS", "scratch_folder", "synthetic_predictions_run", "toy_universe_files",
+           "write_fold_run", "write_predictions_run"]
 
 #: Observing settings recorded in synthetic run folders (aperture Mpc/h, vcut km/s).
 TOY_OBS_SETTINGS: dict[str, Any] = {"aperture": 1.6, "vcut": 2500.0, "redshift": 0.117, "seed": 7}
@@ -185,3 +185,36 @@ def write_fold_run(run_dir: Path, obs: Observations, k: int = 5, model: str = "m
         "obs_settings": obs.settings, "folds": k, "seed": seed, "fold_scheme": "rank mod k"}))
     (run_dir / "predictions.csv").write_text("\n".join(lines) + "\n")
     return run_dir
+
+
+def toy_universe_files(folder: Path, views: dict[str, Observations]) -> tuple[dict[str, Path], Path]:
+    """Observation files of distinct toy "universes" and a bundle trained on the first one.
+
+    Each views object is written to ``folder/NAME.h5`` with ``universe_sha256 = NAME`` (so the
+    universes count as independent); the first gets a 5-fold M-sigma run and a bundle
+    (``folder/b.h5``), for tests of calibration and posterior checks on the others.
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        Where the files go.
+    views : dict of str to Observations
+        Universe name -> its views (the first is the training universe).
+
+    Returns
+    -------
+    dict of str to pathlib.Path, pathlib.Path
+        The observation files by name, and the bundle file.
+    """
+    from dynmass.bundle import make_bundle
+    from dynmass.observations import write_observations
+
+    paths: dict[str, Path] = {}
+    run = None
+    for name, obs in views.items():
+        obs.settings = {**obs.settings, "universe_sha256": name}
+        paths[name] = write_observations(obs, folder / f"{name}.h5")
+        if run is None:
+            run = write_fold_run(folder / "run", obs, obs_path=paths[name])
+    make_bundle(run, folder / "b.h5")
+    return paths, folder / "b.h5"
