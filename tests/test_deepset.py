@@ -314,6 +314,20 @@ def test_context_hook(tmp_path, toy_train, toy_test):
             DeepSet(**dict(FAST, **bad)).fit(toy_train, seed=0)
 
 
+def test_context_takes_the_survey_models_inputs(toy_test):
+    """``context`` may name the survey model's inputs: ``sampling_rate`` is read from the
+    per-view draws as log10, ``redshift`` from the snapshot; missing ones are refused."""
+    obs = permuted(toy_test, 3)
+    obs.clusters["survey_sampling_rate"] = np.random.default_rng(1).uniform(0.05, 1.0, obs.n_views)
+    obs.settings = {**obs.settings, "redshift": 0.4}
+    X = member_arrays(obs, n_max=64, context=["sampling_rate", "redshift"])
+    np.testing.assert_allclose(X[:, 0, 2], np.log10(obs.clusters["survey_sampling_rate"]),
+                               rtol=1e-6)
+    np.testing.assert_array_equal(X[:, :, 3], np.float32(0.4))
+    with pytest.raises(InputError, match="selection_limit"):
+        member_arrays(obs, n_max=64, context=["selection_limit"])
+
+
 def test_bad_settings():
     for bad in ({"phi_hidden": []}, {"phi_hidden": [0]}, {"rho_hidden": "64"}, {"n_max": 0},
                 {"lr": -1.0}, {"dropout": 1.0}, {"context": "survey_sampling_rate"},

@@ -12,8 +12,11 @@ line-of-sight velocity ``v`` [km/s], scaled to ``R / aperture`` in [0, 1] and ``
    :class:`~dynmass.observations.Observations` as an attribute (e.g. a stellar mass) can be
    named here without other changes;
 3. the optional per-view context columns (``context``: columns of ``obs.clusters``, e.g. the
-   per-view survey draws ``survey_sampling_rate``), raw, repeated in *every* slot, padding
-   included, so a set model reads them from slot 0 even for an empty view. Truth columns
+   per-view survey draws ``survey_sampling_rate``, or the names of the survey model's inputs,
+   :data:`dynmass.survey_inputs.SURVEY_INPUTS`: ``sampling_rate`` (as log10),
+   ``completeness_edge``, ``selection_limit``, ``velocity_error`` and ``redshift`` (the
+   snapshot's), read as the survey-aware posterior reads them), repeated in *every* slot,
+   padding included, so a set model reads them from slot 0 even for an empty view. Truth columns
    (``m200c``, ``r200c``, ``n_members_true``, the centring errors ``center_dR`` /
    ``center_dv``, ids, lines of sight) are refused. ``n_gal`` is not
    refused but defeats the purpose of a set model that must not weigh a cluster by how many
@@ -64,6 +67,7 @@ import numpy as np
 from dynmass._io import atomic_path, atomic_write_json
 from dynmass.errors import InputError
 from dynmass.observations import Observations
+from dynmass.survey_inputs import SURVEY_INPUTS, survey_columns, survey_of_views
 
 __all__ = ["MEMBER_FEATURE_VERSION", "N_MAX", "MemberListFeaturizer", "member_arrays", "n_over"]
 
@@ -157,8 +161,9 @@ def member_arrays(obs: Observations, n_max: int = N_MAX, seed: int = 0,
     galaxy_columns : sequence of str
         Extra per-galaxy arrays, attributes of ``obs`` (raw values, their own units).
     context : sequence of str
-        Per-view columns of ``obs.clusters`` (raw values, their own units), repeated in every
-        slot.
+        Per-view columns of ``obs.clusters`` (raw values, their own units) or survey inputs
+        (:func:`dynmass.survey_inputs.survey_of_views`, transformed as
+        :func:`dynmass.survey_inputs.survey_columns` does), repeated in every slot.
 
     Returns
     -------
@@ -182,6 +187,9 @@ def member_arrays(obs: Observations, n_max: int = N_MAX, seed: int = 0,
         cols.append(arr)
     ctx = []
     for name in context:
+        if name in SURVEY_INPUTS:  # the survey model's input, as the posterior reads it
+            ctx.append(survey_columns([name], survey_of_views(obs, [name]), (obs.n_views,))[0])
+            continue
         if name in TRUTH_CLUSTER_COLUMNS or name not in obs.clusters:
             raise InputError(f"context column {name!r} is not a per-view model input of these "
                              f"observations (have: {sorted(obs.clusters)})",
@@ -279,6 +287,7 @@ class MemberListFeaturizer:
             arrays = [obs.R, obs.v, obs.offsets]
             arrays += [getattr(obs, c) for c in self.galaxy_columns]
             arrays += [obs.clusters[c] for c in self.context if c in obs.clusters]
+            arrays += [survey_of_views(obs, [c])[c] for c in self.context if c in SURVEY_INPUTS]
             for arr in arrays:
                 h.update(np.ascontiguousarray(arr, dtype=np.float64).tobytes())
             key = "data:" + h.hexdigest()

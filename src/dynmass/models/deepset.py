@@ -16,10 +16,10 @@ Design choices:
   model must not weigh a cluster by the survey's sampling).
 * **Optional inputs** (hooks, empty by default): extra per-galaxy columns
   (``galaxy_columns``; the observations carry none today) and per-view context columns
-  (``context``: the survey inputs, e.g. the per-view draws ``survey_sampling_rate``,
-  ``survey_completeness_edge``, ``survey_velocity_error`` of a domain-randomised survey, or a
-  redshift once views carry one as a column; today the redshift is one value per file) given
-  to ``rho`` beside the mean. Both are standardised with the training views' mean and standard
+  (``context``: columns of ``obs.clusters``, e.g. the per-view draws ``survey_sampling_rate``
+  of a domain-randomised survey, or the survey model's inputs by name, ``sampling_rate``,
+  ``completeness_edge``, ``selection_limit``, ``velocity_error``, ``redshift``, read as
+  :mod:`dynmass.survey_inputs` reads them) given to ``rho`` beside the mean. Both are standardised with the training views' mean and standard
   deviation (stored with the weights); a model that uses them needs the same columns at
   prediction time.
 * **Training** is :class:`~dynmass.models.cnn.TorchEstimator`'s: the same halo-split
