@@ -75,7 +75,6 @@ __all__ = ["GRID_STEP_DEX", "Posterior", "PosteriorSettings", "evaluate_posterio
 GRID_STEP_DEX = 0.005
 
 
-
 @dataclass
 class PosteriorSettings:
     """Settings of the flow and its training (every field recorded in the file).
@@ -169,7 +168,8 @@ class Posterior:
 
     @property
     def survey_domain(self) -> dict[str, tuple[float, float]]:
-        """Range of each survey input over the training views (raw units of
+        """Range each survey input was drawn from for the training views (the ``survey_range``
+        given to :func:`fit_posterior`, else the drawn values' range; raw units of
         :data:`dynmass.survey_inputs.SURVEY_INPUTS`); empty without survey inputs."""
         return {k: (float(lo), float(hi))
                 for k, (lo, hi) in self.standard.get("survey_range", {}).items()}

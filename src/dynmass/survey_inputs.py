@@ -191,15 +191,13 @@ def parse_survey(items: Sequence[str] | Mapping[str, Any] | None) -> dict[str, f
     """
     if items is None:
         return {}
-    pairs = items.items() if isinstance(items, Mapping) else []
-    if not isinstance(items, Mapping):
-        pairs = []
-        for item in items:
-            name, sep, value = str(item).partition("=")
-            if not sep:
-                raise InputError(f"survey setting {item!r} is not NAME=VALUE "
-                                 f"(names: {', '.join(SURVEY_INPUTS)})", column=name)
-            pairs.append((name.strip(), value.strip()))
+    pairs: list[tuple[str, Any]] = list(items.items()) if isinstance(items, Mapping) else []
+    for item in [] if isinstance(items, Mapping) else items:
+        name, sep, value = str(item).partition("=")
+        if not sep:
+            raise InputError(f"survey setting {item!r} is not NAME=VALUE "
+                             f"(names: {', '.join(SURVEY_INPUTS)})", column=name)
+        pairs.append((name.strip(), value.strip()))
     out: dict[str, float] = {}
     for name, value in pairs:
         _known(name)
