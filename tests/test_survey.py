@@ -189,6 +189,35 @@ def test_settings_round_trip_and_mismatch(tmp_path):
     check_same_observing(old_file, setup.to_settings(), "x", None)  # unrecorded: not compared
 
 
+def test_views_of_part_of_the_survey_domain_are_accepted_within_it():
+    """Calibration and test views may come from one part of the survey domain a model was
+    trained over (``survey_within``, as ``read_independent_views`` checks them): complete
+    surveys, a narrower draw; not a setting outside the drawn range, another selection
+    column or another cylinder."""
+    drawn = ObservingSetup(sampling_rate=Draw("loguniform", 0.05, 1.0),
+                           completeness_edge=Draw("uniform", 0.5, 1.0),
+                           velocity_error=Draw("uniform", 0.0, 100.0),
+                           selection_column="log10_mstar",
+                           selection_limit=Draw("uniform", 9.5, 10.5)).to_settings()
+    full = ObservingSetup(selection_column="log10_mstar", selection_limit=9.5).to_settings()
+    narrower = {**full, "sampling_rate": {"dist": "uniform", "lo": 0.2, "hi": 0.5},
+                "velocity_error": 100.0}
+    for ok in (full, narrower):
+        check_same_observing(ok, drawn, "the training views", "f.h5", survey_within=True)
+    with pytest.raises(SettingsMismatchError, match="sampling_rate"):
+        check_same_observing(full, drawn, "the training views", "f.h5")  # exact match wanted
+    for key, value, needle in (("velocity_error", 150.0, "outside the range"),
+                               ("selection_limit", 9.4, "outside the range"),
+                               ("sampling_rate", {"dist": "uniform", "lo": 0.01, "hi": 0.5},
+                                "outside the range"),
+                               ("selection_column", "absmag_r", "but the training views"),
+                               ("aperture", 2.0, "but the training views")):
+        bad = {**full, key: value}
+        with pytest.raises(SettingsMismatchError, match=f"{key}.*{needle}"):
+            check_same_observing(bad, drawn, "the training views", "f.h5",
+                                 survey_within=True)
+
+
 @pytest.mark.parametrize(("kw", "needle"), [
     ({"sampling_rate": {"dist": "loguniform", "lo": 0.0, "hi": 1.0}}, "dist"),
     ({"sampling_rate": "loguniform:0.1"}, "dist"),

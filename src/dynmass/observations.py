@@ -436,7 +436,8 @@ def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any]
         Observations file.
     obs_settings : dict
         Observe settings of the training views; the file must be observed alike
-        (:func:`dynmass.observing.check_same_observing`).
+        (:func:`dynmass.observing.check_same_observing`), its survey anywhere in their
+        survey's domain (e.g. complete surveys of a model trained over drawn ones).
     used : set of str
         ``universe_sha256`` of the universes already used; updated.
     what : str
@@ -453,7 +454,8 @@ def read_independent_views(path: str | os.PathLike, obs_settings: dict[str, Any]
         without a true m200c.
     """
     obs = read_observations(path)
-    check_same_observing(obs.settings, obs_settings, "the training views", path)
+    check_same_observing(obs.settings, obs_settings, "the training views", path,
+                         survey_within=True)
     unis = universes_of(obs.settings)
     if unis & used:
         raise InputError(f"these views come from a universe already used for training or "

@@ -455,8 +455,18 @@ def _is_number(x: Any) -> bool:
         and bool(np.isfinite(x))
 
 
+def _inside(x: Any, y: Any) -> bool:
+    """Survey value ``x`` (number or :class:`Draw`) lies in the domain of ``y`` (the same)."""
+    if x is None or y is None:
+        return x is None and y is None
+    lo, hi = (x.lo, x.hi) if isinstance(x, Draw) else (float(x), float(x))
+    ylo, yhi = (y.lo, y.hi) if isinstance(y, Draw) else (float(y), float(y))
+    tol = 1e-6 * max(1.0, abs(ylo), abs(yhi))
+    return ylo - tol <= lo and hi <= yhi + tol
+
+
 def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], what: str,
-                         path: object) -> None:
+                         path: object, survey_within: bool = False) -> None:
     """Raise :class:`SettingsMismatchError` when ``settings`` were observed unlike ``expected``.
 
     Both are settings dictionaries (of an observations file, a run or a bundle). The setups
@@ -475,12 +485,31 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
         What ``expected`` belongs to, for the message (e.g. "the training views").
     path : optional
         File of ``settings``, for the message.
+    survey_within : bool
+        Accept survey settings (:data:`SURVEY_KEYS` and the selection limit) that lie inside
+        the domain of ``expected``'s (a fixed value or a narrower draw within its draw range,
+        e.g. complete surveys among views whose targeting rate was drawn in 0.05-1): views
+        of one part of the survey domain a model was trained on.
+
+    Examples
+    --------
+    >>> drawn = {"sampling_rate": {"dist": "loguniform", "lo": 0.05, "hi": 1.0}}
+    >>> check_same_observing({"sampling_rate": 1.0}, drawn, "training", "f.h5",
+    ...                      survey_within=True)  # complete: inside the drawn range
+    >>> check_same_observing({"sampling_rate": 0.01}, drawn, "training", "f.h5",
+    ...                      survey_within=True)
+    Traceback (most recent call last):
+    ...
+    dynmass.errors.SettingsMismatchError: file 'f.h5', column 'sampling_rate': observed with sampling_rate=0.01 outside the range of training {'dist': 'loguniform', 'lo': 0.05, 'hi': 1.0}
     """
     keys = [k for k in ObservingSetup.KEYS if k in SELECTION_KEYS or (
         settings.get(k) is not None and expected.get(k) is not None)]
     a = ObservingSetup.from_settings({k: settings.get(k) for k in keys}, path)
     b = ObservingSetup.from_settings({k: expected.get(k) for k in keys}, path)
     diff = a.differences(b)
+    if survey_within:
+        diff = [k for k in diff if k not in (*SURVEY_KEYS, "selection_limit")
+                or not _inside(getattr(a, k), getattr(b, k))]
     # views at another redshift in the self-similar frame match by the frame's z_train
     za = (settings.get("redshift_frame") or {}).get("z_train", settings.get("redshift"))
     zb = expected.get("redshift")
@@ -488,9 +517,10 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
         diff.append("redshift")
     if diff:
         key = diff[0]
-        raise SettingsMismatchError(
-            f"observed with {key}={settings.get(key)!r} but {what} used {expected.get(key)!r}",
-            path=path, column=key)
+        relation = (f"outside the range of {what}" if survey_within and key in
+                    (*SURVEY_KEYS, "selection_limit") else f"but {what} used")
+        raise SettingsMismatchError(f"observed with {key}={settings.get(key)!r} {relation} "
+                                    f"{expected.get(key)!r}", path=path, column=key)
     ca, cb = settings.get("cosmology"), expected.get("cosmology")
     if isinstance(ca, dict) and isinstance(cb, dict):
         for key in ("H0", "Om0", "sigma8"):

@@ -24,7 +24,9 @@ completeness, stellar-mass limit, velocity errors, redshift), so the number of g
 read against the survey that produced it: richness then carries mass information
 legitimately, at the price of trusting the mock's occupation (galaxies per cylinder at fixed
 mass and selection). Trained on views whose survey is drawn per view (domain randomisation),
-it is the posterior given that survey. Measured on the shipped model's calibration and test
+it is the posterior given that survey. How far the mock's occupation is trusted is a setting
+(``occupation_dex``: a Gaussian offset of ``log10 N`` drawn afresh for every training batch,
+so the flow marginalises over it). Measured on the shipped model's calibration and test
 universes: README, "Two ways to weigh a cluster".
 
 **Ensembles.** ``n_flows > 1`` (``dynmass posterior --n-flows``) trains a deep ensemble
@@ -102,6 +104,13 @@ class PosteriorSettings:
         conditioned on besides ``mu`` and ``log10 N`` (default none: a posterior that knows
         nothing of the survey). With them, ``N`` is read against the declared survey: the
         *survey-aware* posterior.
+    occupation_dex : float
+        Standard deviation [dex] of a Gaussian offset added to ``log10 N`` of every training
+        view, redrawn every epoch (and once, seeded, for the held-out views): how well the
+        number of galaxies a cluster of given mass puts in the cylinder is known, relative to
+        the mocks' occupation. The flow then marginalises over it, so richness informs the
+        mass only as far as the occupation is trusted (default 0: the mocks' occupation is
+        the sky's).
     """
 
     transforms: int = 3
@@ -115,6 +124,7 @@ class PosteriorSettings:
     grid: tuple[float, float] = (12.5, 16.0)
     n_flows: int = 1
     survey_inputs: tuple[str, ...] = ()
+    occupation_dex: float = 0.0
 
 
 def _flow(s: PosteriorSettings) -> Any:
@@ -357,7 +367,11 @@ def fit_posterior(mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
                         dtype=torch.float32)
     c = torch.as_tensor((ctx - standard["c0"]) / np.asarray(standard["c_scale"]),
                         dtype=torch.float32)
-    flow, hist = _train_flow(s, x, c, np.flatnonzero(~is_val), np.flatnonzero(is_val))
+    if not (np.isfinite(s.occupation_dex) and s.occupation_dex >= 0):
+        raise InputError(f"occupation_dex must be >= 0 dex, got {s.occupation_dex}")
+    c_jitter = s.occupation_dex / c_scale[1]  # log10 N offset in standardised units
+    flow, hist = _train_flow(s, x, c, np.flatnonzero(~is_val), np.flatnonzero(is_val),
+                             c_jitter)
     members = []
     if s.n_flows > 1:
         hist["members"] = [{"best_epoch": hist["best_epoch"], "val": min(hist["val"])}]
@@ -365,7 +379,8 @@ def fit_posterior(mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
         sk = replace(s, seed=s.seed + k)
         rk = np.random.default_rng(sk.seed)
         val_k = np.isin(host, rk.choice(hosts, val_hosts.size, replace=False))
-        member, hk = _train_flow(sk, x, c, np.flatnonzero(~val_k), np.flatnonzero(val_k))
+        member, hk = _train_flow(sk, x, c, np.flatnonzero(~val_k), np.flatnonzero(val_k),
+                                 c_jitter)
         members.append(member)
         hist["members"].append({"best_epoch": hk["best_epoch"], "val": min(hk["val"])})
     grid = np.arange(s.grid[0], s.grid[1] + GRID_STEP_DEX / 2, GRID_STEP_DEX)
@@ -376,14 +391,25 @@ def fit_posterior(mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
                      GRID_STEP_DEX, settings=s, history=hist, members=members)
 
 
-def _train_flow(s: PosteriorSettings, x: Any, c: Any, tr: np.ndarray, va: np.ndarray
-                ) -> tuple[Any, dict[str, Any]]:
-    """One flow by maximum likelihood on views ``tr``, early stopping on views ``va``."""
+def _train_flow(s: PosteriorSettings, x: Any, c: Any, tr: np.ndarray, va: np.ndarray,
+                c_jitter: float = 0.0) -> tuple[Any, dict[str, Any]]:
+    """One flow by maximum likelihood on views ``tr``, early stopping on views ``va``;
+    ``c_jitter``: standard deviation of the Gaussian offset of the ``log10 N`` context column
+    (standardised units; see ``PosteriorSettings.occupation_dex``)."""
     import torch
 
     flow = _flow(s)
     opt = torch.optim.Adam(flow.parameters(), lr=s.lr)
     gen = torch.Generator().manual_seed(s.seed)
+
+    def jitter(cb: Any) -> Any:
+        if not c_jitter:
+            return cb
+        cb = cb.clone()
+        cb[:, 1] += c_jitter * torch.randn(len(cb), generator=gen)
+        return cb
+
+    c_va = jitter(c[va])
     best, best_state, hist, wait = np.inf, None, {"train": [], "val": []}, 0
     for _ in range(s.epochs):
         flow.train()
@@ -391,14 +417,14 @@ def _train_flow(s: PosteriorSettings, x: Any, c: Any, tr: np.ndarray, va: np.nda
         tot = 0.0
         for a in range(0, len(perm), s.batch_size):
             b = perm[a:a + s.batch_size]
-            loss = -flow(c[b]).log_prob(x[b]).mean()
+            loss = -flow(jitter(c[b])).log_prob(x[b]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
             tot += float(loss.detach()) * len(b)
         flow.eval()
         with torch.no_grad():
-            v = float(-flow(c[va]).log_prob(x[va]).mean())
+            v = float(-flow(c_va).log_prob(x[va]).mean())
         hist["train"].append(tot / len(tr))
         hist["val"].append(v)
         if v < best - 1e-4:

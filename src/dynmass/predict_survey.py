@@ -7,10 +7,13 @@ selection_limit=10 completeness_edge=1 velocity_error=50``; :mod:`dynmass.survey
 table gains the *survey-aware* mass: the percentiles of a flow posterior
 (:mod:`dynmass.posterior`) conditioned on the bundle's ensemble mean, the number of galaxies in
 the cylinder and that survey (the redshift is the cluster's). Richness then carries mass
-information legitimately, provided the mock's occupation (galaxies per cylinder at fixed mass
-above the stellar-mass limit) describes the real galaxies: where it does not (another
-occupation model, a magnitude-selected sample) the survey-aware mass is biased while the
-dynamics-only one holds (README, "Two ways to weigh a cluster").
+information legitimately, as far as the mock's occupation (galaxies per cylinder at fixed mass
+above the stellar-mass limit) describes the real galaxies. The shipped posterior is trained
+with that occupation known only to 0.3 dex (``PosteriorSettings.occupation_dex``, recorded in
+``table.meta["survey"]``): it marginalises over a Gaussian offset of log10 N, so an occupation
+a factor 2 off moves it little; one much further off (a magnitude-selected sample with 3x
+fewer galaxies) still biases it while the dynamics-only mass holds (README, "Two ways to weigh
+a cluster").
 
 **Tension.** Each row also gets ``survey_minus_dynamics_dex`` (survey-aware minus
 dynamics-only median) and the flag ``survey_tension`` when the survey-aware median lies outside
@@ -181,5 +184,6 @@ def add_survey_aware(table: Any, bundle: Bundle, survey: Any,
                             "n_survey_tension": int(tension.sum()),
                             "posterior_trained_range": post.survey_domain,
                             "posterior_meta": post.meta,
+                            "occupation_dex": float(post.settings.occupation_dex),
                             "columns": "log10_m200c_survey_* (survey-aware, Msun/h); "
                                        "log10_m200c_* (dynamics-only belts)"}

@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="make the flow survey-aware: condition it on these survey settings "
                         "too, read per view from the observations (" + ", ".join(SURVEY_INPUTS)
                         + "); dynmass predict then needs them declared (--survey)")
+    p.add_argument("--occupation-dex", type=float, default=0.0, metavar="DEX",
+                   help="how well the galaxies per cylinder at fixed mass are known relative "
+                        "to the mocks' occupation: a Gaussian offset of this width [dex] is "
+                        "added to log10 N of every training view, so the flow marginalises "
+                        "over it (default 0: the mocks' occupation is the sky's)")
     p.set_defaults(func=run)
 
 
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     res = posterior_check(load_bundle(args.bundle), args.calibrate_on, args.test_on,
                           args.output, epochs=args.epochs, seed=args.seed,
-                          n_flows=args.n_flows, survey_inputs=args.survey_inputs)
+                          n_flows=args.n_flows, survey_inputs=args.survey_inputs,
+                          occupation_dex=args.occupation_dex)
     print(json.dumps(res["summary"], indent=2))
     return 0 if res["summary"]["passed"] else 1
