@@ -85,6 +85,20 @@ def occupation_offset(n_gal: np.ndarray, occupation_dex: float, seed: int) -> np
     of a sky whose occupation is drawn from a posterior's declared uncertainty
     (:class:`~dynmass.posterior.PosteriorSettings` ``occupation_dex``).
 
+    Parameters
+    ----------
+    n_gal : numpy.ndarray
+        Galaxies in each view's cylinder.
+    occupation_dex : float
+        Standard deviation of the offset of log10 N [dex].
+    seed : int
+        Seed of the offsets.
+
+    Returns
+    -------
+    numpy.ndarray
+        The offset numbers of galaxies (floats, at least 1).
+
     Examples
     --------
     >>> import numpy as np
