@@ -69,6 +69,9 @@ class Estimator(ABC):
     name: ClassVar[str] = "base"
     #: Default hyper-parameters of the model.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Settings added after model files were first written, with the value that reproduces
+    #: the fit of a file that lacks them (:func:`read_model_group` fills them in).
+    settings_before_added: ClassVar[dict[str, Any]] = {}
     #: True when :meth:`fit` takes ``features``, ``progress``, ``checkpoint`` and
     #: ``epoch_callback`` (resumable training; :mod:`dynmass.train` passes them).
     supports_checkpoint: ClassVar[bool] = False
@@ -210,7 +213,10 @@ def read_model_group(group: h5py.Group, path: object = None) -> Estimator:
     name = name.decode() if isinstance(name, bytes) else name
     if name not in MODEL_NAMES:
         raise InputError(f"unknown model type {name!r}", path=path)
-    model = get_model(name, **read_json_attr(group, "settings", path))
+    settings = read_json_attr(group, "settings", path)
+    # settings added after a file was written take the value that reproduces its fit
+    settings = {**get_model_class(name).settings_before_added, **settings}
+    model = get_model(name, **settings)
     model.obs_settings = read_json_attr(group, "obs_settings", path)
     model.extra = read_json_attr(group, "extra", path)
     if "params" not in group:

@@ -19,6 +19,15 @@ columns), then ``n_context`` per-view inputs (the same in every slot) and a 0/1 
   it acts on each view alone, so it keeps permutation invariance and needs no batch statistics;
 * **rho** on ``[normalised mean, context]``: ``-> rho_hidden[0] -> ... -> 1`` (ReLU, dropout
   after each hidden layer), the scaled ``log10 M200c`` like the CNNs' output.
+* **member dropout** (training only; ``member_keep``): every view of a training batch keeps
+  each of its galaxies with a probability drawn per view, log-uniform in ``member_keep``, and at
+  least ``min_keep`` of them (the random input dropout of PointNet++, Qi et al. 2017,
+  arXiv:1706.02413). A mean is unchanged *in expectation* by random sampling, but one galaxy
+  can still betray the number of galaxies: with the true centre the central galaxy sits at
+  ``R = 0, v = 0`` exactly, and a sharp ``phi`` there averages to ``1 / N`` -- richness. A set
+  model trained on complete views can learn it (:mod:`dynmass.models.deepset` gives the
+  numbers); dropout makes ``N`` and the central's presence carry little mass information. In
+  evaluation mode nothing is dropped.
 
 Permutation invariant by construction; slots whose mask is 0 never reach the output (``phi``
 runs on the galaxies only, so even non-finite garbage in the padding is harmless), and the cost
@@ -42,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -85,12 +95,24 @@ class DeepSetNet(nn.Module):
         Dropout probability after each hidden layer of rho (0: none).
     pool_norm : bool
         Layer-normalise the pooled mean (module docs).
+    member_keep : (float, float)
+        Range of the per-view probability to keep a galaxy while training (log-uniform;
+        module docs); ``(1, 1)``: no member dropout.
+    min_keep : int
+        Fewest galaxies a view keeps under member dropout (all of a smaller view).
     """
 
     def __init__(self, n_features: int = 2, n_context: int = 0,
                  phi_hidden: Sequence[int] = (32, 32, 32), rho_hidden: Sequence[int] = (32, 32),
-                 dropout: float = 0.0, pool_norm: bool = True) -> None:
+                 dropout: float = 0.0, pool_norm: bool = True,
+                 member_keep: Sequence[float] = (1.0, 1.0), min_keep: int = 3) -> None:
         super().__init__()
+        lo, hi = (float(k) for k in member_keep)
+        if not (0.0 < lo <= hi <= 1.0) or int(min_keep) < 1:
+            raise InputError(f"member dropout needs 0 < member_keep[0] <= member_keep[1] <= 1 "
+                             f"and min_keep >= 1, got member_keep={list(member_keep)}, "
+                             f"min_keep={min_keep}", column="member_keep")
+        self.member_keep, self.min_keep = (lo, hi), int(min_keep)
         phi_hidden, rho_hidden = [int(w) for w in phi_hidden], [int(w) for w in rho_hidden]
         if n_features < 1 or n_context < 0 or not phi_hidden or min(phi_hidden + rho_hidden,
                                                                    default=1) < 1:
@@ -115,6 +137,8 @@ class DeepSetNet(nn.Module):
             raise InputError(f"Deep Sets input must be (batch, slots, "
                              f"{self.n_features + self.n_context + 1}), got {tuple(x.shape)}")
         mask = x[..., -1] > 0.5
+        if self.training and self.member_keep[0] < 1.0:
+            mask = self.drop_members(mask)
         ctx = x[:, 0, self.n_features:self.n_features + self.n_context]
         used = mask.any(0)
         if x.shape[1] > 1 and not bool(used[-1]):  # cut trailing empty slots
@@ -131,6 +155,31 @@ class DeepSetNet(nn.Module):
         weight = weight / weight.sum(1, keepdim=True).clamp(min=1)
         pooled = self.norm(torch.bmm(weight.unsqueeze(1), h).squeeze(1))
         return torch.cat([pooled, ctx.to(pooled.dtype)], 1) if self.n_context else pooled
+
+    def drop_members(self, mask: torch.Tensor) -> torch.Tensor:
+        """Member dropout: ``mask`` with each galaxy kept with the view's drawn probability.
+
+        Each view draws its keep probability log-uniformly in ``member_keep``; a galaxy is
+        kept if its uniform draw is below it or among the view's ``min_keep`` smallest draws.
+        Draws come from torch's global generator (seeded and checkpointed like dropout).
+
+        Parameters
+        ----------
+        mask : torch.Tensor
+            Boolean ``(batch, slots)``: which slots hold a galaxy.
+
+        Returns
+        -------
+        torch.Tensor
+            Boolean ``(batch, slots)``, a subset of ``mask``.
+        """
+        lo, hi = self.member_keep
+        b, slots = mask.shape
+        log_rate = math.log(lo) + torch.rand(b, 1, device=mask.device) * math.log(hi / lo)
+        u = torch.rand(b, slots, device=mask.device).masked_fill(~mask, 2.0)
+        k = min(self.min_keep, slots)
+        kth = torch.topk(u, k, dim=1, largest=False).values[:, k - 1:k]
+        return mask & ((u < log_rate.exp()) | (u <= kth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One output per member list, ``(batch, 1)``.

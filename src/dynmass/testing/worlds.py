@@ -100,8 +100,8 @@ def evrard_views(n_halos: int, n_los: int, seed: int, vcut: float = 3000.0, lo: 
 
 def cylinder_views(rng: np.random.Generator, n_halos: int = 300, n_los: int = 3,
                    settings: dict[str, Any] | None = None, richness: float = 12.0,
-                   n_interlopers: float = 4.0, lo: float = 13.6, hi: float = 15.1
-                   ) -> Observations:
+                   n_interlopers: float = 4.0, lo: float = 13.6, hi: float = 15.1,
+                   central: bool = False) -> Observations:
     """Toy cylinders: Evrard members whose number grows with mass, plus uniform interlopers.
 
     Parameters
@@ -119,6 +119,9 @@ def cylinder_views(rng: np.random.Generator, n_halos: int = 300, n_los: int = 3,
         Mean number of interlopers, uniform in the cylinder.
     lo, hi : float
         log10 M200c (Msun/h) of the hosts is uniform in ``[lo, hi)``.
+    central : bool
+        Put one more galaxy, the central, at ``R = 0``, ``v = 0`` first in every view (as
+        ``observe`` sees it from the true centre); the other draws are unchanged.
 
     Returns
     -------
@@ -137,7 +140,10 @@ def cylinder_views(rng: np.random.Generator, n_halos: int = 300, n_los: int = 3,
             v = np.concatenate([rng.normal(0, sigma, n_mem), rng.uniform(-vcut, vcut, n_int)])
             R = ap * np.sqrt(rng.uniform(0, 1, len(v)))
             keep = np.abs(v) <= vcut
-            views.append((R[keep], v[keep]))
+            R, v = R[keep], v[keep]
+            if central:
+                R, v = np.concatenate([[0.0], R]), np.concatenate([[0.0], v])
+            views.append((R, v))
             hid.append(h)
             los.append(j)
             m.append(10**lm)
