@@ -96,12 +96,14 @@ def _signed(x: float | None) -> str:
 def markdown(result: dict) -> str:
     """The tables of ``set_member_dropout.md``."""
     rows = result["runs"]
-    tests = list(rows[0]["tests"])
+    tests = result["test_order"]  # the JSON's keys come back sorted
     lines = [
         "DeepSet trained on the same views with and without member dropout (`member_keep`, "
         "keep probability per view and step, log-uniform in the range), same seeds; statistics "
         f"over true M200c 10^{MASS_RANGE[0]:g}-10^{MASS_RANGE[1]:g} Msun/h of the test views. "
-        "Made by `make set-dropout` (benchmarks/set_member_dropout.py).", "",
+        f"Trained on `{result['train']}`, tested on " + ", ".join(
+            f"`{k}` = `{result['tests'][k]}`" for k in tests) + " (benchmarks/"
+        "set_member_dropout.py: `make set-dropout`, `make set-dropout-nbody`).", "",
         "| member_keep | seed | epochs (best) | fit s | " + " | ".join(
             f"{t}: bias / std / half 16-84 (dex)" for t in tests) + " |",
         "|---|---|---|---|" + "---|" * len(tests)]
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"member_keep": keep, "seed": seed, "tests": runs[-1]["tests"]}),
                   flush=True)
     result = {"provenance": provenance(), "train": str(a.train),
-              "tests": {k: str(v) for k, v in tests.items()}, "seeds": a.seeds,
+              "tests": {k: str(v) for k, v in tests.items()}, "test_order": list(tests),
+              "sampling_test": next(iter(tests)), "seeds": a.seeds,
               "rates": list(RATES), "mass_range": list(MASS_RANGE), "runs": runs}
     a.output.mkdir(parents=True, exist_ok=True)
     figure(result, a.output / "set_member_dropout.png")
