@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from dynmass.errors import InputError
-from dynmass.posterior import evaluate_posterior, fit_posterior, load_posterior
+from dynmass.posterior import fit_posterior, load_posterior
+from dynmass.posterior_check import evaluate_posterior
 
 
 def _world(rng: np.random.Generator, n: int):

@@ -26,7 +26,8 @@ from astropy.table import Table
 
 from dynmass._io import file_sha256
 from dynmass.errors import InputError
-from dynmass.posterior import evaluate_posterior, fit_posterior, load_posterior
+from dynmass.posterior import fit_posterior, load_posterior
+from dynmass.posterior_check import evaluate_posterior
 from dynmass.survey_inputs import check_survey_domain, parse_survey, survey_of_views
 
 

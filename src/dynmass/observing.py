@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from dynmass.centring import Centre, centre_on_members, sky_centre
+from dynmass.draws import Draw, _is_number, inside, value_range  # noqa: F401 (re-exported)
 from dynmass.errors import InputError, SettingsMismatchError
 from dynmass.selection import check_selection
 
@@ -77,114 +78,6 @@ CENTER_MODES = ("true", "members")
 SURVEY_KEYS = ("sampling_rate", "completeness_edge", "velocity_error")
 #: Settings of the galaxy selection (:mod:`dynmass.selection`); absent means none.
 SELECTION_KEYS = ("selection_column", "selection_limit")
-_DISTS = ("uniform", "loguniform")
-
-
-@dataclass(frozen=True)
-class Draw:
-    """A survey setting drawn anew for every view: uniform or log-uniform in ``[lo, hi]``.
-
-    Parameters
-    ----------
-    dist : {"uniform", "loguniform"}
-        Distribution of the value (log-uniform: uniform in log10).
-    lo, hi : float
-        Range of the value, in the unit of the setting (``lo <= hi``; ``lo > 0`` for
-        log-uniform).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> d = Draw.parse("loguniform:0.05:1")
-    >>> d, bool(0.05 <= d.sample(np.random.default_rng(0)) <= 1)
-    (Draw(dist='loguniform', lo=0.05, hi=1.0), True)
-    """
-
-    dist: str
-    lo: float
-    hi: float
-
-    def __post_init__(self) -> None:
-        if self.dist not in _DISTS:
-            raise InputError(f"distribution {self.dist!r} must be one of {_DISTS}",
-                             column="dist")
-        if not (_is_number(self.lo) and _is_number(self.hi) and self.lo <= self.hi):
-            raise InputError(f"range [{self.lo}, {self.hi}] must be finite with lo <= hi",
-                             column="dist")
-        if self.dist == "loguniform" and self.lo <= 0:
-            raise InputError(f"log-uniform range must be positive, not [{self.lo}, {self.hi}]",
-                             column="dist")
-        object.__setattr__(self, "lo", float(self.lo))
-        object.__setattr__(self, "hi", float(self.hi))
-
-    @classmethod
-    def parse(cls, spec: Any) -> float | Draw:
-        """A number, a :class:`Draw`, ``"dist:lo:hi"`` or ``{"dist", "lo", "hi"}``.
-
-        Parameters
-        ----------
-        spec : float, str, dict or Draw
-            The setting as given on the command line or in a settings file.
-
-        Returns
-        -------
-        float or Draw
-            Numbers stay numbers.
-        """
-        if isinstance(spec, Draw):
-            return spec
-        if isinstance(spec, dict):
-            return cls(str(spec.get("dist")), spec.get("lo"), spec.get("hi"))
-        if isinstance(spec, str):
-            parts = spec.split(":")
-            try:
-                if len(parts) == 1:
-                    return float(parts[0])
-                if len(parts) == 3:
-                    return cls(parts[0], float(parts[1]), float(parts[2]))
-            except ValueError:
-                pass
-            raise InputError(f"'{spec}' is neither a number nor 'uniform:LO:HI' / "
-                             "'loguniform:LO:HI'", column="dist")
-        return spec
-
-    def sample(self, rng: np.random.Generator) -> float:
-        """One value.
-
-        Parameters
-        ----------
-        rng : numpy.random.Generator
-            The view's random stream.
-
-        Returns
-        -------
-        float
-        """
-        u = rng.random()
-        if self.dist == "uniform":
-            return self.lo + (self.hi - self.lo) * u
-        return float(10 ** (np.log10(self.lo) + (np.log10(self.hi) - np.log10(self.lo)) * u))
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"dist", "lo", "hi"}``."""
-        return {"dist": self.dist, "lo": self.lo, "hi": self.hi}
-
-
-def value_range(x: float | Draw) -> tuple[float, float]:
-    """``(lo, hi)`` a setting can take (a fixed value: both ends).
-
-    Parameters
-    ----------
-    x : float or Draw
-        A survey setting.
-
-    Returns
-    -------
-    tuple of float
-    """
-    return (x.lo, x.hi) if isinstance(x, Draw) else (float(x), float(x))
-
-
 @dataclass(frozen=True)
 class ObservingSetup:
     """How the galaxies of a cluster are observed (cylinder, centring, sampling).
@@ -450,21 +343,6 @@ class ObservingSetup:
         return not self.differences(other)
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
-        and bool(np.isfinite(x))
-
-
-def _inside(x: Any, y: Any) -> bool:
-    """Survey value ``x`` (number or :class:`Draw`) lies in the domain of ``y`` (the same)."""
-    if x is None or y is None:
-        return x is None and y is None
-    lo, hi = (x.lo, x.hi) if isinstance(x, Draw) else (float(x), float(x))
-    ylo, yhi = (y.lo, y.hi) if isinstance(y, Draw) else (float(y), float(y))
-    tol = 1e-6 * max(1.0, abs(ylo), abs(yhi))
-    return ylo - tol <= lo and hi <= yhi + tol
-
-
 def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], what: str,
                          path: object, survey_within: bool = False) -> None:
     """Raise :class:`SettingsMismatchError` when ``settings`` were observed unlike ``expected``.
@@ -509,7 +387,7 @@ def check_same_observing(settings: dict[str, Any], expected: dict[str, Any], wha
     diff = a.differences(b)
     if survey_within:
         diff = [k for k in diff if k not in (*SURVEY_KEYS, "selection_limit")
-                or not _inside(getattr(a, k), getattr(b, k))]
+                or not inside(getattr(a, k), getattr(b, k))]
     # views at another redshift in the self-similar frame match by the frame's z_train
     za = (settings.get("redshift_frame") or {}).get("z_train", settings.get("redshift"))
     zb = expected.get("redshift")

@@ -34,7 +34,7 @@ universes: README, "Two ways to weigh a cluster".
 own held-out hosts, whose densities are averaged; in the runs measured it narrowed the spread
 of the coverage over training seeds, not its per-bin shortfalls (README, "Posteriors").
 
-**Checks** (:func:`evaluate_posterior`): coverage of the central 68% and 95% intervals overall
+**Checks** (:func:`dynmass.posterior_check.evaluate_posterior`): coverage of the central 68% and 95% intervals overall
 and per 0.2-dex bin of true and of predicted (median) mass; simulation-based calibration (SBC;
 Talts et al. 2018, arXiv:1804.06788): the rank of the true mass in the posterior, uniform for a
 calibrated posterior (chi-square over 20 bins); TARP (Lemos et al. 2023, ICML,
@@ -70,8 +70,7 @@ from dynmass._io import atomic_path, provenance, to_json
 from dynmass.errors import InputError
 from dynmass.survey_inputs import SURVEY_INPUTS, survey_columns
 
-__all__ = ["GRID_STEP_DEX", "Posterior", "PosteriorSettings", "evaluate_posterior",
-           "fit_posterior", "load_posterior"]
+__all__ = ["GRID_STEP_DEX", "Posterior", "PosteriorSettings", "fit_posterior", "load_posterior"]
 
 #: Spacing of the log10 M200c grid on which densities, CDFs and quantiles are evaluated, dex.
 GRID_STEP_DEX = 0.005
@@ -437,74 +436,3 @@ def _train_flow(s: PosteriorSettings, x: Any, c: Any, tr: np.ndarray, va: np.nda
     flow.load_state_dict(best_state)
     hist["best_epoch"] = int(np.argmin(hist["val"]))
     return flow.eval(), hist
-
-
-def evaluate_posterior(post: Posterior, mu: np.ndarray, n_gal: np.ndarray, true: np.ndarray,
-                       *, shift: np.ndarray | float = 0.0, seed: int = 0, n_samples: int = 200,
-                       edges: np.ndarray | None = None,
-                       survey: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Coverage, SBC ranks and TARP of the posterior on independent views.
-
-    Parameters
-    ----------
-    post : Posterior
-    mu, n_gal, true : numpy.ndarray
-        Ensemble means, galaxies per cylinder, true log10 M200c [Msun/h] of test views.
-    shift : float or numpy.ndarray
-        Added to every posterior value (the E(z) term of views at another redshift).
-    seed : int
-        Seed of the TARP samples and reference points.
-    n_samples : int
-        Posterior samples per view for TARP.
-    edges : numpy.ndarray, optional
-        Bin edges of true and predicted mass (default 0.2 dex over 13.5-15.1).
-    survey : dict, optional
-        The test views' survey inputs (a survey-aware posterior).
-
-    Returns
-    -------
-    dict
-        ``coverage_68``, ``coverage_95``, ``bins_true`` / ``bins_pred`` (coverage per bin),
-        ``sbc_hist`` (20 bins), ``sbc_chi2``, ``sbc_p_value``, ``tarp_alpha``, ``tarp_ecp``,
-        ``tarp_max_dev``, ``median_bias``, ``n_views``.
-    """
-    from scipy.stats import chi2
-
-    true = np.asarray(true, float)
-    shift = np.broadcast_to(np.asarray(shift, float), true.shape)
-    cdf = post.cdf(mu, n_gal, survey)
-    g = post.grid
-    rank = np.array([np.interp(t - d, g, row) for t, d, row in zip(true, shift, cdf,
-                                                                      strict=True)])
-    q = np.column_stack([[np.interp(p, row, g) for row in cdf]
-                         for p in (0.025, 0.16, 0.5, 0.84, 0.975)]) + shift[:, None]
-    in68 = (q[:, 1] <= true) & (true <= q[:, 3])
-    in95 = (q[:, 0] <= true) & (true <= q[:, 4])
-    edges = np.round(np.arange(13.5, 15.11, 0.2), 3) if edges is None else edges
-
-    def bins(x: np.ndarray) -> list[dict[str, float]]:
-        idx = np.digitize(x, edges) - 1
-        return [{"lo": float(edges[i]), "n": int((idx == i).sum()),
-                 "coverage_68": float(in68[idx == i].mean()),
-                 "coverage_95": float(in95[idx == i].mean()),
-                 "median_bias": float(np.median(q[idx == i, 2] - true[idx == i]))}
-                for i in range(len(edges) - 1) if (idx == i).sum() >= 30]
-
-    hist, _ = np.histogram(rank, bins=20, range=(0, 1))
-    expect = len(rank) / 20
-    c2 = float(np.sum((hist - expect) ** 2 / expect))
-    # TARP: samples by inverse CDF; reference points uniform over the tested mass range
-    rng = np.random.default_rng(seed)
-    u = rng.random((len(true), n_samples))
-    samples = np.stack([np.interp(uu, row, g) for uu, row in zip(u, cdf, strict=True)])
-    samples = samples + shift[:, None]
-    ref = rng.uniform(true.min(), true.max(), len(true))
-    f = np.mean(np.abs(samples - ref[:, None]) < np.abs(true - ref)[:, None], axis=1)
-    alpha = np.linspace(0, 1, 51)
-    ecp = np.array([np.mean(f < a) for a in alpha])
-    return {"n_views": int(len(true)), "coverage_68": float(in68.mean()),
-            "coverage_95": float(in95.mean()), "median_bias": float(np.median(q[:, 2] - true)),
-            "bins_true": bins(true), "bins_pred": bins(q[:, 2]), "sbc_hist": hist.tolist(),
-            "sbc_chi2": c2, "sbc_p_value": float(chi2.sf(c2, 19)),
-            "tarp_alpha": alpha.tolist(), "tarp_ecp": ecp.tolist(),
-            "tarp_max_dev": float(np.max(np.abs(ecp - alpha))), "quantiles": q}
